@@ -1,0 +1,50 @@
+import type { Document } from 'bson';
+
+/** The server error codes the proxy itself produces (src/mongo/base/error_codes.yml). */
+export const ErrorCodes = {
+  BadValue: 2,
+  HostUnreachable: 6,
+  FailedToParse: 9,
+  Unauthorized: 13,
+  TypeMismatch: 14,
+  ProtocolError: 17,
+  AuthenticationFailed: 18,
+  IllegalOperation: 20,
+  InvalidBSON: 22,
+  CursorNotFound: 43,
+  CommandNotFound: 59,
+  ImmutableField: 66,
+  InvalidOptions: 72,
+  InvalidNamespace: 73,
+  ShutdownInProgress: 91,
+  FailedToSatisfyReadPreference: 133,
+  QueryFeatureNotAllowed: 224,
+  UnsupportedOpQueryCommand: 352,
+  ReauthenticationRequired: 391,
+} as const;
+
+export type ErrorCodeName = keyof typeof ErrorCodes;
+
+/** An error answered to the client in the server's shape: `{ ok: 0, errmsg, code, codeName }`. */
+export class CommandError extends Error {
+  readonly code: number;
+  constructor(
+    readonly codeName: string,
+    message: string,
+    code?: number,
+    readonly errorLabels?: string[],
+  ) {
+    super(message);
+    this.name = 'CommandError';
+    this.code = code ?? ErrorCodes[codeName as ErrorCodeName] ?? 8;
+  }
+}
+
+export const commandError = (codeName: ErrorCodeName, message: string, errorLabels?: string[]): CommandError =>
+  new CommandError(codeName, message, ErrorCodes[codeName], errorLabels);
+
+export function errorReply(err: { code: number; codeName: string; message: string; errorLabels?: string[] | undefined }): Document {
+  const reply: Document = { ok: 0, errmsg: err.message, code: err.code, codeName: err.codeName };
+  if (err.errorLabels?.length) reply.errorLabels = err.errorLabels;
+  return reply;
+}

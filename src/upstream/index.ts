@@ -1,0 +1,117 @@
+import type tls from 'node:tls';
+import type { MongoClientOptions } from 'mongodb';
+import { ConnectionPool, type PoolOptions } from './pool.js';
+import { UpstreamTopology, type SelectedServer } from './topology.js';
+import { CursorRegistry } from './cursors.js';
+import { TransactionPins } from './pins.js';
+import type { UpstreamConnectOptions } from './connection.js';
+import type { UpstreamCredentials, UpstreamMechanism } from './auth.js';
+import { UpstreamError } from './errors.js';
+
+export { UpstreamError } from './errors.js';
+export { UpstreamConnection, upstreamRequestIds } from './connection.js';
+export type { SelectedServer } from './topology.js';
+export type { ConnectionPool } from './pool.js';
+export { CursorRegistry } from './cursors.js';
+
+export interface UpstreamSettings {
+  uri: string;
+  pool: PoolOptions;
+  connectTimeoutMS: number;
+  serverSelectionTimeoutMS: number;
+  version: string;
+}
+
+const SUPPORTED_MECHANISMS = new Set<string>(['SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'MONGODB-X509', 'DEFAULT']);
+
+/**
+ * The data plane's view of the upstream: which server to use (from the driver's monitoring), a pool of
+ * raw connections per server, and the registry of open cursors.
+ */
+export class Upstream {
+  readonly pools = new Map<string, ConnectionPool>();
+  readonly cursors = new CursorRegistry();
+  readonly pins = new TransactionPins();
+  private readonly connectOptions: UpstreamConnectOptions;
+
+  private constructor(
+    readonly topology: UpstreamTopology,
+    private readonly settings: UpstreamSettings,
+  ) {
+    this.connectOptions = connectOptionsFrom(topology.client.options, settings);
+  }
+
+  static async connect(settings: UpstreamSettings, clientOptions: MongoClientOptions = {}): Promise<Upstream> {
+    const topology = await UpstreamTopology.connect(settings.uri, {
+      serverSelectionTimeoutMS: settings.serverSelectionTimeoutMS,
+      connectTimeoutMS: settings.connectTimeoutMS,
+      ...clientOptions,
+    });
+    try {
+      return new Upstream(topology, settings);
+    } catch (err) {
+      await topology.close();
+      throw err;
+    }
+  }
+
+  select(): Promise<SelectedServer> {
+    return this.topology.select(this.settings.serverSelectionTimeoutMS);
+  }
+
+  pool(address: string): ConnectionPool {
+    let pool = this.pools.get(address);
+    if (!pool) {
+      pool = new ConnectionPool(address, this.connectOptions, this.settings.pool);
+      this.pools.set(address, pool);
+    }
+    return pool;
+  }
+
+  async close(): Promise<void> {
+    this.cursors.close();
+    this.pins.close();
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await this.topology.close();
+  }
+}
+
+type DriverOptions = UpstreamTopology['client']['options'];
+
+/** Raw connections authenticate and encrypt exactly as the driver was told to by the upstream URI. */
+function connectOptionsFrom(options: DriverOptions, settings: UpstreamSettings): UpstreamConnectOptions {
+  let credentials: UpstreamCredentials | undefined;
+  const c = options.credentials;
+  if (c) {
+    if (!SUPPORTED_MECHANISMS.has(c.mechanism)) {
+      throw new UpstreamError(
+        `upstream authMechanism ${c.mechanism} is not supported by the data plane; use SCRAM-SHA-256, SCRAM-SHA-1, PLAIN or MONGODB-X509`,
+      );
+    }
+    credentials = {
+      username: c.username,
+      password: c.password,
+      source: c.source,
+      mechanism: c.mechanism as UpstreamMechanism,
+    };
+  }
+  let tlsOptions: tls.ConnectionOptions | undefined;
+  if (options.tls) {
+    tlsOptions = {
+      ca: options.ca,
+      cert: options.cert,
+      key: options.key,
+      passphrase: options.passphrase,
+      crl: options.crl,
+      rejectUnauthorized: options.rejectUnauthorized ?? !options.tlsAllowInvalidCertificates,
+    };
+    if (options.tlsAllowInvalidHostnames) tlsOptions.checkServerIdentity = () => undefined;
+  }
+  return {
+    connectTimeoutMS: settings.connectTimeoutMS,
+    tls: tlsOptions,
+    credentials,
+    appName: 'mdb-runtime',
+    driverVersion: settings.version,
+  };
+}
