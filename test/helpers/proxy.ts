@@ -1,0 +1,81 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { inject } from 'vitest';
+import { MongoClient, type MongoClientOptions } from 'mongodb';
+import { loadRuntimeConfig } from '../../src/apps/runtime-config.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { startRuntime, type RunningRuntime } from '../../src/runtime.js';
+
+export interface TestProxy {
+  runtime: RunningRuntime;
+  port: number;
+  /** A connection string to the proxy (appName selects a dev app when given). */
+  uri(appName?: string): string;
+  /** Log lines the proxy wrote, parsed. */
+  logs: Record<string, unknown>[];
+  stop(): Promise<void>;
+}
+
+export interface TestProxyOptions {
+  upstreamUri?: string;
+  /** Manifests to write into a temporary config dir: file name → YAML text. */
+  apps?: Record<string, string>;
+  runtimeYaml?: string;
+  logLevel?: string;
+}
+
+/** A playground app (no auth required) that tests select with ?appName=playground. */
+export const PLAYGROUND_APP = 'slug: playground\nname: Playground\nauth_required: false\n';
+
+/** Starts the real proxy in this process on free ports, against the test upstream by default. */
+export async function startTestProxy(options: TestProxyOptions = {}): Promise<TestProxy> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mdb-proxy-config-'));
+  fs.mkdirSync(path.join(dir, 'apps'));
+  fs.writeFileSync(path.join(dir, 'runtime.yaml'), options.runtimeYaml ?? 'shutdown_grace_ms: 5000\n');
+  for (const [file, text] of Object.entries(options.apps ?? { 'playground.yaml': PLAYGROUND_APP })) {
+    fs.writeFileSync(path.join(dir, 'apps', file), text);
+  }
+  const config = loadRuntimeConfig(
+    {
+      config: dir,
+      listen: '127.0.0.1:0',
+      httpListen: '127.0.0.1:0',
+      upstream: options.upstreamUri ?? inject('upstreamUri'),
+      logLevel: options.logLevel ?? 'debug',
+    },
+    {},
+  );
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      if (logs.length > 50_000) logs.splice(0, 25_000);
+      cb();
+    },
+  });
+  const runtime = await startRuntime(config, createLogger(config.logLevel, sink));
+  const port = runtime.proxyAddress.port;
+  return {
+    runtime,
+    port,
+    logs,
+    uri: (appName?: string) => `mongodb://127.0.0.1:${port}/${appName ? `?appName=${appName}` : ''}`,
+    async stop() {
+      await runtime.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A database name no other suite uses (suites share one upstream). */
+export function uniqueDb(prefix: string): string {
+  return `${prefix}_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export async function connect(uri: string, options: MongoClientOptions = {}): Promise<MongoClient> {
+  const client = new MongoClient(uri, { serverSelectionTimeoutMS: 10_000, ...options });
+  await client.connect();
+  return client;
+}
