@@ -9,6 +9,14 @@ import { ProxyServer } from './session/server.js';
 import { MAX_MESSAGE_SIZE } from './wire/constants.js';
 import { VERSION } from './version.js';
 
+/** The runtime could not start (upstream unreachable, address in use); the message says what to check. */
+export class StartupError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StartupError';
+  }
+}
+
 export interface RunningRuntime {
   proxyAddress: net.AddressInfo;
   httpAddress: net.AddressInfo;
@@ -26,13 +34,25 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger): Promi
     if (!m.authRequired) logger.warn({ app_id: m.slug }, `app '${m.slug}' has auth_required: false; any client naming it can act as it`);
   }
 
-  const upstream = await Upstream.connect({
-    uri: config.upstream.uri,
-    pool: config.upstream.pool,
-    connectTimeoutMS: config.upstream.connectTimeoutMS,
-    serverSelectionTimeoutMS: config.upstream.serverSelectionTimeoutMS,
-    version: VERSION,
-  });
+  // A failure to reach the upstream at start is reported with what to check (the URI, the timeout),
+  // not as a bare driver error.
+  let upstream: Upstream;
+  try {
+    upstream = await Upstream.connect({
+      uri: config.upstream.uri,
+      pool: config.upstream.pool,
+      connectTimeoutMS: config.upstream.connectTimeoutMS,
+      serverSelectionTimeoutMS: config.upstream.serverSelectionTimeoutMS,
+      version: VERSION,
+    });
+  } catch (err) {
+    throw new StartupError(
+      `cannot reach the upstream ${redactUri(config.upstream.uri)} within ${config.upstream.serverSelectionTimeoutMS} ms: ` +
+        `${(err as Error).message}. Check upstream.uri (MDB_UPSTREAM_URI, --upstream); ` +
+        'upstream.server_selection_timeout_ms (MDB_SERVER_SELECTION_TIMEOUT_MS) sets how long to wait',
+      { cause: err },
+    );
+  }
   upstream.topology.on('changed', () => logger.info({ topology: upstream.topology.describe() }, 'upstream topology changed'));
 
   const proxy = new ProxyServer({
@@ -41,8 +61,12 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger): Promi
     findApp: (slug) => apps.get(slug),
     limits: { maxMessageSize: MAX_MESSAGE_SIZE, logicalSessionTimeoutMinutes: 30 },
   });
+  let stopping: Promise<void> | undefined;
   const http = new HttpServer({
     readiness: async () => {
+      // While draining on shutdown the HTTP side stays up and says "not ready" so load balancers stop
+      // sending new clients before the listener is gone.
+      if (stopping) return { ready: false, detail: { shutting_down: true } };
       const server = upstream.topology.trySelect();
       return {
         ready: server !== undefined,
@@ -53,27 +77,36 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger): Promi
 
   let proxyAddress: net.AddressInfo;
   let httpAddress: net.AddressInfo;
+  let what = `listen ${formatHostPort(config.listen)} (MDB_LISTEN, --listen)`;
   try {
     proxyAddress = await proxy.listen(config.listen.host, config.listen.port);
+    what = `http_listen ${formatHostPort(config.httpListen)} (MDB_HTTP_LISTEN, --http-listen)`;
     httpAddress = await http.listen(config.httpListen.host, config.httpListen.port);
   } catch (err) {
     await proxy.shutdown(0).catch(() => undefined);
+    await http.close().catch(() => undefined);
     await upstream.close();
-    throw err;
+    throw new StartupError(`cannot listen on ${what}: ${(err as Error).message}`, { cause: err });
   }
+  // The startup line: where it listens, and which upstream (URI without password, and what the driver
+  // discovered there).
+  const listen = formatHostPort({ host: proxyAddress.address, port: proxyAddress.port });
+  const httpListen = formatHostPort({ host: httpAddress.address, port: httpAddress.port });
+  const upstreamUri = redactUri(config.upstream.uri);
   logger.info(
     {
-      listen: formatHostPort({ host: proxyAddress.address, port: proxyAddress.port }),
-      http: formatHostPort({ host: httpAddress.address, port: httpAddress.port }),
-      upstream: redactUri(config.upstream.uri),
+      listen,
+      http: httpListen,
+      upstream: upstreamUri,
+      database: config.upstream.database,
       topology: upstream.topology.describe(),
       apps: [...apps.keys()],
+      config: config.file ?? config.configDir,
       version: VERSION,
     },
-    `mdb-runtime listening on ${formatHostPort({ host: proxyAddress.address, port: proxyAddress.port })}, upstream ${upstream.topology.describe()}`,
+    `mdb-runtime ${VERSION} listening on ${listen} (http ${httpListen}); upstream ${upstreamUri}: ${upstream.topology.describe()}`,
   );
 
-  let stopping: Promise<void> | undefined;
   return {
     proxyAddress,
     httpAddress,

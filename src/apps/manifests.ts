@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
-import { ConfigError } from './runtime-config.js';
+import { ConfigError, YamlFile, describeValue } from './config-source.js';
 
 /** What the data plane needs of an app's manifest (config/apps/<slug>.yaml). */
 export interface AppManifest {
@@ -35,7 +34,7 @@ export function loadManifests(configDir: string): AppManifest[] {
   const seen = new Map<string, string>();
   for (const m of manifests) {
     const other = seen.get(m.slug);
-    if (other) problems.push(`${m.file}: slug '${m.slug}' is already declared by ${other}`);
+    if (other) problems.push(`${m.file}: slug: '${m.slug}' is already declared by ${other}; keep one of the two files`);
     seen.set(m.slug, m.file);
   }
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
@@ -43,28 +42,41 @@ export function loadManifests(configDir: string): AppManifest[] {
 }
 
 export function parseManifest(file: string, text: string): AppManifest {
-  const doc = YAML.parseDocument(text); // JSON is YAML too
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
-    const at = e.linePos?.[0];
-    throw new ConfigError(`${file}${at ? `:${at.line}:${at.col}` : ''}: ${e.message}`);
-  }
-  const value: unknown = doc.toJS();
+  const yaml = YamlFile.parse(file, text); // JSON is YAML too
+  const value = yaml.value;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new ConfigError(`${file}: expected a mapping with at least 'slug', found ${JSON.stringify(value)}`);
+    throw new ConfigError(`${yaml.at([])}: expected a mapping with at least 'slug: <slug>', found ${describeValue(value)}`);
   }
   const raw = value as Record<string, unknown>;
   const slug = raw.slug;
+  if (slug === undefined || slug === null) {
+    throw new ConfigError(`${yaml.at([])}: slug: missing; add 'slug: ${suggestSlug(file)}' (${SLUG_RULE})`);
+  }
   if (typeof slug !== 'string' || !SLUG_PATTERN.test(slug)) {
-    throw new ConfigError(`${file}: slug: expected a string matching ${SLUG_PATTERN.source}, found ${JSON.stringify(slug)}`);
+    throw new ConfigError(`${yaml.at(['slug'])}: slug: expected ${SLUG_RULE}, found ${describeValue(slug)}`);
   }
   const base = path.basename(file, path.extname(file));
-  if (base !== slug) throw new ConfigError(`${file}: slug '${slug}' must match the file name ('${base}')`);
+  if (base !== slug) {
+    throw new ConfigError(
+      `${yaml.at(['slug'])}: slug: '${slug}' must match the file name; rename the file to ${slug}${path.extname(file)} or set 'slug: ${base}'`,
+    );
+  }
   const authRequired = raw.auth_required ?? true;
   if (typeof authRequired !== 'boolean') {
-    throw new ConfigError(`${file}: auth_required: expected true or false, found ${JSON.stringify(authRequired)}`);
+    throw new ConfigError(`${yaml.at(['auth_required'])}: auth_required: expected true or false, found ${describeValue(authRequired)}`);
   }
   const name = raw.name ?? slug;
-  if (typeof name !== 'string') throw new ConfigError(`${file}: name: expected a string, found ${JSON.stringify(name)}`);
+  if (typeof name !== 'string') {
+    throw new ConfigError(`${yaml.at(['name'])}: name: expected a string, found ${describeValue(name)}`);
+  }
   return { slug, name, authRequired, file };
+}
+
+const SLUG_RULE = `a lowercase name matching ${SLUG_PATTERN.source} (a letter, then up to 31 letters, digits or '_')`;
+
+/** The file name turned into a valid slug, for the "missing slug" hint. */
+function suggestSlug(file: string): string {
+  const base = path.basename(file, path.extname(file)).toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  const slug = /^[a-z]/.test(base) ? base : `app_${base}`;
+  return slug.slice(0, 32);
 }

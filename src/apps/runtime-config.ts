@@ -1,6 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
+import { MongoClient } from 'mongodb';
+import { ConfigError, YamlFile, closest, describeValue } from './config-source.js';
+
+export { ConfigError } from './config-source.js';
 
 /** The proxy's own settings (config/runtime.yaml), after env variables and CLI flags are applied. */
 export interface RuntimeConfig {
@@ -25,7 +28,10 @@ export interface HostPort {
   port: number;
 }
 
-/** Settings that can come from a flag; undefined means "not given". */
+/**
+ * Settings given as CLI flags (commander's camelCase of the flag name); undefined means "not given".
+ * Values are the strings typed on the command line.
+ */
 export interface ConfigOverrides {
   config?: string | undefined;
   listen?: string | undefined;
@@ -33,87 +39,246 @@ export interface ConfigOverrides {
   upstream?: string | undefined;
   database?: string | undefined;
   logLevel?: string | undefined;
+  shutdownGraceMs?: string | undefined;
+  connectTimeoutMs?: string | undefined;
+  serverSelectionTimeoutMs?: string | undefined;
+  poolMaxSize?: string | undefined;
+  poolMaxIdleTimeMs?: string | undefined;
+  poolWaitQueueTimeoutMs?: string | undefined;
 }
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+type SettingKind = 'hostport' | 'uri' | 'database' | 'logLevel' | 'int';
+
+/** One setting of runtime.yaml with its env variable and flag (DESIGN.md section 2). */
+export interface SettingSpec {
+  /** Dotted key path in runtime.yaml. */
+  key: string;
+  env: string;
+  /** The long flag, e.g. `--listen`; `option` is its ConfigOverrides property. */
+  flag: string;
+  short?: string;
+  option: Exclude<keyof ConfigOverrides, 'config'>;
+  /** The flag's argument placeholder for --help. */
+  arg: string;
+  kind: SettingKind;
+  /** Smallest value allowed (kind 'int'). */
+  min?: number;
+  default: string | number;
+  help: string;
 }
 
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+/** The config directory is not a runtime.yaml setting but has a flag and an env variable too. */
+export const CONFIG_DIR_SETTING = { env: 'MDB_CONFIG', flag: '--config', short: '-c', default: './config' } as const;
+
+/**
+ * Every setting of runtime.yaml. The loader, the unknown-key check, `serve`'s flags and its --help are
+ * all generated from this table; a new setting is added here (and read in loadRuntimeConfig).
+ */
+export const SETTINGS: readonly SettingSpec[] = [
+  { key: 'listen', env: 'MDB_LISTEN', flag: '--listen', short: '-l', option: 'listen', arg: '<host:port>', kind: 'hostport', default: '127.0.0.1:27100', help: 'MongoDB wire-protocol listen address' },
+  { key: 'http_listen', env: 'MDB_HTTP_LISTEN', flag: '--http-listen', option: 'httpListen', arg: '<host:port>', kind: 'hostport', default: '127.0.0.1:27180', help: 'HTTP listen address (/healthz, /readyz)' },
+  { key: 'upstream.uri', env: 'MDB_UPSTREAM_URI', flag: '--upstream', short: '-u', option: 'upstream', arg: '<uri>', kind: 'uri', default: 'mongodb://127.0.0.1:27017', help: 'upstream MongoDB connection string (credentials and TLS options go here)' },
+  { key: 'upstream.database', env: 'MDB_DATABASE', flag: '--database', short: '-d', option: 'database', arg: '<name>', kind: 'database', default: 'mdb_runtime', help: 'the shared physical database on the upstream' },
+  { key: 'log_level', env: 'MDB_LOG_LEVEL', flag: '--log-level', option: 'logLevel', arg: '<level>', kind: 'logLevel', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
+  { key: 'shutdown_grace_ms', env: 'MDB_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', option: 'shutdownGraceMs', arg: '<ms>', kind: 'int', min: 0, default: 10_000, help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish' },
+  { key: 'upstream.connect_timeout_ms', env: 'MDB_CONNECT_TIMEOUT_MS', flag: '--connect-timeout-ms', option: 'connectTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 10_000, help: 'timeout for opening one upstream connection' },
+  { key: 'upstream.server_selection_timeout_ms', env: 'MDB_SERVER_SELECTION_TIMEOUT_MS', flag: '--server-selection-timeout-ms', option: 'serverSelectionTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 30_000, help: 'how long to wait for a usable upstream server, at start and per request' },
+  { key: 'upstream.pool.max_size', env: 'MDB_POOL_MAX_SIZE', flag: '--pool-max-size', option: 'poolMaxSize', arg: '<n>', kind: 'int', min: 1, default: 100, help: 'raw connections per upstream server' },
+  { key: 'upstream.pool.max_idle_time_ms', env: 'MDB_POOL_MAX_IDLE_TIME_MS', flag: '--pool-max-idle-time-ms', option: 'poolMaxIdleTimeMs', arg: '<ms>', kind: 'int', min: 1, default: 60_000, help: 'idle upstream connections older than this are closed' },
+  { key: 'upstream.pool.wait_queue_timeout_ms', env: 'MDB_POOL_WAIT_QUEUE_TIMEOUT_MS', flag: '--pool-wait-queue-timeout-ms', option: 'poolWaitQueueTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 30_000, help: 'how long a request may wait for a free upstream connection' },
+];
+
+const SETTING_KEYS = new Set(SETTINGS.map((s) => s.key));
+/** Keys that hold a mapping of settings ("upstream", "upstream.pool"). */
+const SECTIONS = new Set(SETTINGS.flatMap((s) => s.key.split('.').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('.'))));
+
+/** Where a value came from and the value itself, as given (a string from a flag or env, any YAML value). */
+interface Given {
+  value: unknown;
+  /** For error messages: `--listen`, `MDB_LISTEN`, `/etc/mdb/runtime.yaml:3:9: listen` or `default listen`. */
+  where: string;
+}
 
 /**
  * Loads runtime.yaml from the config directory. Precedence: CLI flag > env variable > file > default
- * (DESIGN.md section 2).
+ * (DESIGN.md section 2). An empty env variable counts as unset. Every error names where the bad value
+ * came from (file:line:col and key, variable or flag), what was expected and what was found.
  */
 export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
-  const configDir = path.resolve(overrides.config ?? env.MDB_CONFIG ?? './config');
-  const file = ['runtime.yaml', 'runtime.yml'].map((f) => path.join(configDir, f)).find((f) => fs.existsSync(f));
+  const configDir = resolveConfigDir(overrides, env);
+  const file = findRuntimeFile(configDir);
+  let yaml: YamlFile | undefined;
   let raw: Record<string, unknown> = {};
   if (file) {
-    const doc = YAML.parseDocument(fs.readFileSync(file, 'utf8'));
-    if (doc.errors.length > 0) {
-      const e = doc.errors[0]!;
-      const at = e.linePos?.[0];
-      throw new ConfigError(`${file}${at ? `:${at.line}:${at.col}` : ''}: ${e.message}`);
+    yaml = YamlFile.parse(file, fs.readFileSync(file, 'utf8'));
+    const value = yaml.value ?? {};
+    if (!isObject(value)) {
+      throw new ConfigError(
+        `${yaml.at([])}: expected a mapping of settings (e.g. "listen: 127.0.0.1:27100"), found ${describeValue(value)}`,
+      );
     }
-    const value: unknown = doc.toJS() ?? {};
-    if (!isObject(value)) throw new ConfigError(`${file}: expected a mapping of settings, found ${describe(value)}`);
     raw = value;
-  } else if (overrides.config !== undefined || env.MDB_CONFIG !== undefined) {
-    if (!fs.existsSync(configDir)) throw new ConfigError(`config directory ${configDir} does not exist`);
+    checkKeys(raw, [], yaml);
   }
-  const where = (key: string) => `${file ?? 'runtime.yaml'}: ${key}`;
-  const upstream = optionalObject(raw.upstream, where('upstream'));
-  const pool = optionalObject(upstream.pool, where('upstream.pool'));
 
-  const logLevel = overrides.logLevel ?? env.MDB_LOG_LEVEL ?? optionalString(raw.log_level, where('log_level')) ?? 'info';
-  if (!LOG_LEVELS.includes(logLevel)) {
-    throw new ConfigError(`log level '${logLevel}' is not one of ${LOG_LEVELS.join(', ')}`);
-  }
-  const uri = overrides.upstream ?? env.MDB_UPSTREAM_URI ?? optionalString(upstream.uri, where('upstream.uri')) ?? 'mongodb://127.0.0.1:27017';
-  if (!/^mongodb(\+srv)?:\/\//.test(uri)) {
-    throw new ConfigError(`upstream uri must start with mongodb:// or mongodb+srv://, found '${redactUri(uri)}'`);
-  }
-  const database = overrides.database ?? env.MDB_DATABASE ?? optionalString(upstream.database, where('upstream.database')) ?? 'mdb_runtime';
-  if (!/^[A-Za-z0-9_-]{1,63}$/.test(database)) {
-    throw new ConfigError(`upstream database '${database}' must be 1-63 letters, digits, '_' or '-'`);
-  }
+  const given = (spec: SettingSpec): Given => {
+    const flag = overrides[spec.option];
+    if (flag !== undefined) return { value: flag, where: spec.flag };
+    const fromEnv = env[spec.env];
+    if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, where: spec.env };
+    const keyPath = spec.key.split('.');
+    const inFile = getIn(raw, keyPath);
+    if (inFile !== undefined && inFile !== null && yaml) return { value: inFile, where: `${yaml.at(keyPath)}: ${spec.key}` };
+    return { value: spec.default, where: `default ${spec.key}` };
+  };
+  const setting = (key: string): SettingSpec => SETTINGS.find((s) => s.key === key)!;
+  const str = (key: string): string => {
+    const spec = setting(key);
+    return parseString(given(spec), spec);
+  };
+  const hostPort = (key: string): HostPort => {
+    const spec = setting(key);
+    const g = given(spec);
+    return parseHostPort(parseString(g, spec), g.where);
+  };
+  const int = (key: string): number => {
+    const spec = setting(key);
+    return parseInteger(given(spec), spec.min ?? 0);
+  };
+
   return {
     configDir,
     file,
-    listen: parseHostPort(
-      overrides.listen ?? env.MDB_LISTEN ?? optionalString(raw.listen, where('listen')) ?? '127.0.0.1:27100',
-      'listen',
-    ),
-    httpListen: parseHostPort(
-      overrides.httpListen ?? env.MDB_HTTP_LISTEN ?? optionalString(raw.http_listen, where('http_listen')) ?? '127.0.0.1:27180',
-      'http_listen',
-    ),
+    listen: hostPort('listen'),
+    httpListen: hostPort('http_listen'),
     upstream: {
-      uri,
-      database,
-      connectTimeoutMS: optionalInt(upstream.connect_timeout_ms, where('upstream.connect_timeout_ms'), 1) ?? 10_000,
-      serverSelectionTimeoutMS:
-        optionalInt(upstream.server_selection_timeout_ms, where('upstream.server_selection_timeout_ms'), 1) ?? 30_000,
+      uri: str('upstream.uri'),
+      database: str('upstream.database'),
+      connectTimeoutMS: int('upstream.connect_timeout_ms'),
+      serverSelectionTimeoutMS: int('upstream.server_selection_timeout_ms'),
       pool: {
-        maxSize: optionalInt(pool.max_size, where('upstream.pool.max_size'), 1) ?? 100,
-        maxIdleTimeMS: optionalInt(pool.max_idle_time_ms, where('upstream.pool.max_idle_time_ms'), 1) ?? 60_000,
-        waitQueueTimeoutMS: optionalInt(pool.wait_queue_timeout_ms, where('upstream.pool.wait_queue_timeout_ms'), 1) ?? 30_000,
+        maxSize: int('upstream.pool.max_size'),
+        maxIdleTimeMS: int('upstream.pool.max_idle_time_ms'),
+        waitQueueTimeoutMS: int('upstream.pool.wait_queue_timeout_ms'),
       },
     },
-    logLevel,
-    shutdownGraceMS: optionalInt(raw.shutdown_grace_ms, where('shutdown_grace_ms'), 0) ?? 10_000,
+    logLevel: str('log_level'),
+    shutdownGraceMS: int('shutdown_grace_ms'),
   };
 }
 
-export function parseHostPort(value: string, key: string): HostPort {
+function resolveConfigDir(overrides: ConfigOverrides, env: NodeJS.ProcessEnv): string {
+  const fromEnv = env[CONFIG_DIR_SETTING.env] || undefined;
+  const where = overrides.config !== undefined ? CONFIG_DIR_SETTING.flag : fromEnv !== undefined ? CONFIG_DIR_SETTING.env : undefined;
+  const dir = path.resolve(overrides.config ?? fromEnv ?? CONFIG_DIR_SETTING.default);
+  // The default ./config may be absent (all defaults); a directory someone named must exist.
+  if (where !== undefined) {
+    if (!fs.existsSync(dir)) throw new ConfigError(`${where}: config directory ${dir} does not exist`);
+    if (!fs.statSync(dir).isDirectory()) {
+      throw new ConfigError(`${where}: expected a directory holding runtime.yaml and apps/, found the file ${dir}`);
+    }
+  }
+  return dir;
+}
+
+function findRuntimeFile(configDir: string): string | undefined {
+  const found = ['runtime.yaml', 'runtime.yml'].map((f) => path.join(configDir, f)).filter((f) => fs.existsSync(f));
+  if (found.length > 1) throw new ConfigError(`${found.join(' and ')} both exist; keep one of them`);
+  return found[0];
+}
+
+/** Rejects keys that are not settings (typos would otherwise be silently ignored). */
+function checkKeys(map: Record<string, unknown>, prefix: string[], yaml: YamlFile): void {
+  for (const [key, value] of Object.entries(map)) {
+    const keyPath = [...prefix, key];
+    const full = keyPath.join('.');
+    if (SECTIONS.has(full)) {
+      if (value === null || value === undefined) continue;
+      if (!isObject(value)) {
+        throw new ConfigError(`${yaml.at(keyPath)}: ${full}: expected a mapping of settings, found ${describeValue(value)}`);
+      }
+      checkKeys(value, keyPath, yaml);
+      continue;
+    }
+    if (SETTING_KEYS.has(full)) continue;
+    const allowedHere = [...SETTING_KEYS, ...SECTIONS]
+      .filter((k) => k.split('.').length === keyPath.length && k.startsWith(prefix.length ? `${prefix.join('.')}.` : ''))
+      .map((k) => k.split('.').pop()!);
+    const elsewhere = [...SETTING_KEYS].find((k) => k.endsWith(`.${key}`) || k === key);
+    const typo = closest(key, allowedHere);
+    const hint = elsewhere ? ` (did you mean '${elsewhere}'?)` : typo ? ` (did you mean '${[...prefix, typo].join('.')}'?)` : '';
+    throw new ConfigError(
+      `${yaml.at(keyPath, 'key')}: unknown setting '${full}'${hint}; allowed ${prefix.length ? `under '${prefix.join('.')}'` : 'at the top level'}: ${allowedHere.join(', ')}`,
+    );
+  }
+}
+
+function parseString(g: Given, spec: SettingSpec): string {
+  let value = g.value;
+  // `listen: 27100` is a number in YAML; a bare port is a valid address.
+  if (typeof value === 'number' && spec.kind === 'hostport') value = String(value);
+  if (typeof value !== 'string') throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${describeValue(value)}`);
+  switch (spec.kind) {
+    case 'uri': {
+      if (!/^mongodb(\+srv)?:\/\//.test(value)) {
+        throw new ConfigError(`${g.where}: expected a connection string starting with mongodb:// or mongodb+srv://, found '${redactUri(value)}'`);
+      }
+      try {
+        // Parses the string (hosts, options, credentials) without connecting.
+        new MongoClient(value);
+      } catch (err) {
+        throw new ConfigError(`${g.where}: invalid connection string '${redactUri(value)}': ${(err as Error).message}`);
+      }
+      return value;
+    }
+    case 'database':
+      if (!/^[A-Za-z0-9_-]{1,63}$/.test(value)) {
+        throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${describeValue(value)}`);
+      }
+      return value;
+    case 'logLevel':
+      if (!(LOG_LEVELS as readonly string[]).includes(value)) {
+        throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${describeValue(value)}`);
+      }
+      return value;
+    default:
+      return value;
+  }
+}
+
+function expectation(spec: SettingSpec): string {
+  switch (spec.kind) {
+    case 'hostport':
+      return 'host:port (e.g. 127.0.0.1:27100)';
+    case 'uri':
+      return 'a MongoDB connection string (mongodb://...)';
+    case 'database':
+      return "a database name of 1-63 letters, digits, '_' or '-'";
+    case 'logLevel':
+      return `one of ${LOG_LEVELS.join(', ')}`;
+    case 'int':
+      return `an integer >= ${spec.min ?? 0}`;
+  }
+}
+
+function parseInteger(g: Given, min: number): number {
+  let n: number | undefined;
+  if (typeof g.value === 'number') n = g.value;
+  else if (typeof g.value === 'string' && /^\s*-?\d+\s*$/.test(g.value)) n = Number(g.value);
+  if (n === undefined || !Number.isSafeInteger(n) || n < min) {
+    throw new ConfigError(`${g.where}: expected an integer >= ${min}, found ${describeValue(g.value)}`);
+  }
+  return n;
+}
+
+/** Parses `host:port`, `[v6]:port` or a bare port; `where` names the source for the error. */
+export function parseHostPort(value: string, where: string): HostPort {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:]*):(\d+)$/.exec(value) ?? /^()(\d+)$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
   if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new ConfigError(`${key}: expected host:port (e.g. 127.0.0.1:27100), found '${value}'`);
+    throw new ConfigError(`${where}: expected host:port (e.g. 127.0.0.1:27100) with a port from 0 to 65535, found ${describeValue(value)}`);
   }
   return { host: m[1] || '127.0.0.1', port };
 }
@@ -122,38 +287,34 @@ export function formatHostPort(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
-/** The URI with any password replaced, for logs and errors. */
+/**
+ * The URI with secrets replaced, for logs and errors: the password of the user info, and the secret
+ * options tlsCertificateKeyFilePassword and AWS_SESSION_TOKEN. User info ends at the last '@', so a
+ * password with an unescaped '@' is hidden whole (hiding too much is the safe direction).
+ */
 export function redactUri(uri: string): string {
-  return uri.replace(/(mongodb(?:\+srv)?:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
+  let out = uri;
+  const scheme = /^mongodb(?:\+srv)?:\/\//.exec(out);
+  const at = out.lastIndexOf('@');
+  if (scheme && at > scheme[0].length) {
+    const userinfo = out.slice(scheme[0].length, at);
+    const colon = userinfo.indexOf(':');
+    if (colon >= 0) out = `${scheme[0]}${userinfo.slice(0, colon)}:***${out.slice(at)}`;
+  }
+  return out
+    .replace(/([?&]tlsCertificateKeyFilePassword=)[^&]*/gi, '$1***')
+    .replace(/(AWS_SESSION_TOKEN(?::|%3A))[^,&]*/gi, '$1***');
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
 }
 
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  return `a ${typeof v} (${JSON.stringify(v)})`;
-}
-
-function optionalObject(v: unknown, key: string): Record<string, unknown> {
-  if (v === undefined || v === null) return {};
-  if (!isObject(v)) throw new ConfigError(`${key}: expected a mapping, found ${describe(v)}`);
-  return v;
-}
-
-function optionalString(v: unknown, key: string): string | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === 'number') return String(v);
-  if (typeof v !== 'string') throw new ConfigError(`${key}: expected a string, found ${describe(v)}`);
-  return v;
-}
-
-function optionalInt(v: unknown, key: string, min: number): number | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-    throw new ConfigError(`${key}: expected an integer >= ${min}, found ${describe(v)}`);
+function getIn(obj: Record<string, unknown>, keyPath: string[]): unknown {
+  let cur: unknown = obj;
+  for (const k of keyPath) {
+    if (!isObject(cur)) return undefined;
+    cur = cur[k];
   }
-  return v;
+  return cur;
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
-import { ConfigError, loadRuntimeConfig, redactUri } from '../apps/runtime-config.js';
-import { createLogger } from '../observability/logger.js';
-import { startRuntime } from '../runtime.js';
+import { CONFIG_DIR_SETTING, ConfigError, SETTINGS, loadRuntimeConfig, type ConfigOverrides } from '../apps/runtime-config.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { StartupError, startRuntime, type RunningRuntime } from '../runtime.js';
 import { VERSION } from '../version.js';
 
 const program = new Command('mdb-runtime')
@@ -10,45 +10,75 @@ const program = new Command('mdb-runtime')
   .version(VERSION)
   .showHelpAfterError();
 
-program
+/** The settings table of --help: each env variable with its flag and runtime.yaml key. */
+function settingsHelp(): string {
+  const rows: [string, string, string][] = [
+    [CONFIG_DIR_SETTING.env, CONFIG_DIR_SETTING.flag, `(config directory, default ${CONFIG_DIR_SETTING.default})`],
+    ...SETTINGS.map((s): [string, string, string] => [s.env, s.flag, `${s.key} (default ${s.default})`]),
+  ];
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  const w1 = Math.max(...rows.map((r) => r[1].length));
+  return [
+    '',
+    'Environment variables (precedence: flag > environment variable > runtime.yaml > default;',
+    'an empty variable counts as unset):',
+    ...rows.map(([env, flag, key]) => `  ${env.padEnd(w0)}  ${flag.padEnd(w1)}  ${key}`),
+    '',
+    'Exits 0 after a clean shutdown on SIGTERM or SIGINT (stops accepting, finishes requests in',
+    'progress for up to shutdown_grace_ms, closes upstream connections); a second signal exits at once.',
+    'Exits 1 on a configuration error or when the upstream cannot be reached at start.',
+  ].join('\n');
+}
+
+const serve = program
   .command('serve')
   .description('run the proxy (MongoDB wire protocol) and its HTTP endpoints')
-  .addOption(new Option('-c, --config <dir>', 'config directory holding runtime.yaml and apps/ [env MDB_CONFIG] (default: ./config)'))
-  .addOption(new Option('-l, --listen <host:port>', 'MongoDB wire-protocol listen address [env MDB_LISTEN] (default: 127.0.0.1:27100)'))
-  .addOption(new Option('--http-listen <host:port>', 'HTTP listen address for health and metrics [env MDB_HTTP_LISTEN] (default: 127.0.0.1:27180)'))
-  .addOption(new Option('-u, --upstream <uri>', 'upstream MongoDB connection string [env MDB_UPSTREAM_URI] (default: mongodb://127.0.0.1:27017)'))
-  .addOption(new Option('-d, --database <name>', 'shared physical database on the upstream [env MDB_DATABASE] (default: mdb_runtime)'))
-  .addOption(new Option('--log-level <level>', 'trace, debug, info, warn, error, fatal or silent [env MDB_LOG_LEVEL] (default: info)'))
-  .action(async (opts: { config?: string; listen?: string; httpListen?: string; upstream?: string; database?: string; logLevel?: string }) => {
-    const config = loadRuntimeConfig(opts);
-    const logger = createLogger(config.logLevel);
-    let runtime;
-    try {
-      runtime = await startRuntime(config, logger);
-    } catch (err) {
-      throw new Error(`cannot start: ${(err as Error).message} (upstream ${redactUri(config.upstream.uri)})`, { cause: err });
+  .addOption(
+    new Option(`${CONFIG_DIR_SETTING.short}, ${CONFIG_DIR_SETTING.flag} <dir>`, `config directory holding runtime.yaml and apps/ (default: ${CONFIG_DIR_SETTING.default})`),
+  );
+for (const s of SETTINGS) {
+  serve.addOption(new Option(`${s.short ? `${s.short}, ` : ''}${s.flag} ${s.arg}`, `${s.help} (default: ${s.default})`));
+}
+serve.addHelpText('after', settingsHelp()).action(async (opts: ConfigOverrides) => {
+  const config = loadRuntimeConfig(opts);
+  const logger = createLogger(config.logLevel);
+
+  // Signals are handled from the start: during startup there is nothing in flight, so a signal then
+  // exits at once; once running, the first signal drains and the second one exits immediately.
+  let runtime: RunningRuntime | undefined;
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (!runtime || signals > 1) {
+      logger.warn({ signal }, runtime ? 'second signal: exiting without finishing requests' : 'signal during startup: exiting');
+      exit(logger, runtime ? 1 : 0);
+      return;
     }
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (++signals > 1) {
-        logger.warn({ signal }, 'second signal: exiting immediately');
-        process.exit(1);
-      }
-      logger.info({ signal }, 'signal received');
-      runtime.stop().then(
-        () => process.exit(0),
-        (err: unknown) => {
-          logger.error({ err }, 'error during shutdown');
-          process.exit(1);
-        },
-      );
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+    logger.info({ signal }, 'signal received');
+    runtime.stop().then(
+      () => exit(logger, 0),
+      (err: unknown) => {
+        logger.error({ err }, 'error during shutdown');
+        exit(logger, 1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  runtime = await startRuntime(config, logger);
+});
+
+/** Exits once the log lines written so far are flushed. */
+function exit(logger: Logger, code: number): void {
+  logger.flush(() => process.exit(code));
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  const message = err instanceof ConfigError ? `configuration error: ${err.message}` : `error: ${(err as Error).message}`;
+  let message: string;
+  if (err instanceof ConfigError) message = `configuration error: ${err.message}`;
+  else if (err instanceof StartupError) message = `cannot start: ${err.message}`;
+  else message = `error: ${err instanceof Error ? err.message : String(err)}`;
   process.stderr.write(`mdb-runtime: ${message}\n`);
   process.exit(1);
 });

@@ -88,8 +88,18 @@ export class UpstreamConnection {
         },
       };
       if (options.credentials) helloCmd.saslSupportedMechs = `${options.credentials.source}.${options.credentials.username}`;
-      conn.hello = await conn.command(helloCmd);
-      if (options.credentials) await authenticate(conn, options.credentials);
+      // connectTimeoutMS bounds the handshake and authentication too: a server that accepts the
+      // TCP connection and never answers must not hold a pool slot (and a client) forever.
+      const handshakeTimer = setTimeout(
+        () => conn.fail(new UpstreamError(`upstream ${address} did not complete the handshake within ${options.connectTimeoutMS} ms`)),
+        options.connectTimeoutMS,
+      );
+      try {
+        conn.hello = await conn.command(helloCmd);
+        if (options.credentials) await authenticate(conn, options.credentials);
+      } finally {
+        clearTimeout(handshakeTimer);
+      }
     } catch (err) {
       conn.destroy();
       throw err instanceof UpstreamError ? err : new UpstreamError(`upstream ${address} handshake failed: ${(err as Error).message}`, { cause: err });

@@ -60,7 +60,18 @@ export interface BsonElement {
   valueEnd: number;
 }
 
-/** Size in bytes of the value of an element of `type` at `offset`. */
+/**
+ * The int32 length prefix of a value at `offset`, which must lie inside the document (`end` is the offset
+ * of the document's final NUL) and be at least `min`.
+ */
+function lengthPrefix(buf: Buffer, offset: number, end: number, min: number, what: string): number {
+  if (offset + 4 > end) throw invalidBson(`${what} length past end of document`);
+  const n = buf.readInt32LE(offset);
+  if (n < min) throw invalidBson(`${what} has invalid length ${n}`);
+  return n;
+}
+
+/** Size in bytes of the value of an element of `type` at `offset`; `end` is the document's final NUL. */
 function valueSize(buf: Buffer, type: number, offset: number, end: number): number {
   switch (type) {
     case BsonType.DOUBLE:
@@ -70,14 +81,22 @@ function valueSize(buf: Buffer, type: number, offset: number, end: number): numb
       return 8;
     case BsonType.STRING:
     case BsonType.CODE:
-    case BsonType.SYMBOL:
-      return 4 + buf.readInt32LE(offset);
+    case BsonType.SYMBOL: {
+      const size = 4 + lengthPrefix(buf, offset, end, 1, 'string');
+      if (offset + size <= end && buf[offset + size - 1] !== 0) throw invalidBson('string does not end with a NUL byte');
+      return size;
+    }
     case BsonType.DOCUMENT:
-    case BsonType.ARRAY:
+    case BsonType.ARRAY: {
+      const size = lengthPrefix(buf, offset, end, 5, 'embedded document');
+      if (offset + size <= end && buf[offset + size - 1] !== 0) throw invalidBson('embedded document does not end with a NUL byte');
+      return size;
+    }
     case BsonType.CODE_W_SCOPE:
-      return buf.readInt32LE(offset);
+      // int32 total, string (int32 + at least the NUL), scope document (at least 5 bytes).
+      return lengthPrefix(buf, offset, end, 14, 'code with scope');
     case BsonType.BINARY:
-      return 5 + buf.readInt32LE(offset);
+      return 5 + lengthPrefix(buf, offset, end, 0, 'binary');
     case BsonType.UNDEFINED:
     case BsonType.NULL:
     case BsonType.MIN_KEY:
@@ -92,33 +111,50 @@ function valueSize(buf: Buffer, type: number, offset: number, end: number): numb
     case BsonType.DECIMAL128:
       return 16;
     case BsonType.REGEX: {
-      const a = cstringEnd(buf, offset, end);
-      return cstringEnd(buf, a + 1, end) + 1 - offset;
+      const a = keyEnd(buf, offset, end, 'regex pattern');
+      return keyEnd(buf, a + 1, end, 'regex options') + 1 - offset;
     }
     case BsonType.DB_POINTER:
-      return 4 + buf.readInt32LE(offset) + 12;
+      return 4 + lengthPrefix(buf, offset, end, 1, 'DBPointer namespace') + 12;
     default:
       throw invalidBson(`unknown BSON element type 0x${type.toString(16)}`);
   }
 }
 
+/** Offset of the NUL ending the C string at `offset` inside a document, or InvalidBSON. */
+function keyEnd(buf: Buffer, offset: number, end: number, what: string): number {
+  const nul = offset < end ? buf.indexOf(0, offset) : -1;
+  if (nul < 0 || nul >= end) throw invalidBson(`unterminated ${what}`);
+  return nul;
+}
+
+/** Checks that a whole document starts at `offset` of `buf`; returns the offset of its final NUL. */
+function documentEnd(buf: Buffer, offset: number): number {
+  if (!Number.isInteger(offset) || offset < 0 || offset + 5 > buf.length) {
+    throw invalidBson(`no BSON document at offset ${offset} of ${buf.length} bytes`);
+  }
+  const size = buf.readInt32LE(offset);
+  if (size < 5 || size > buf.length - offset) throw invalidBson(`document size ${size} does not fit in ${buf.length - offset} bytes`);
+  if (buf[offset + size - 1] !== 0) throw invalidBson('document does not end with a NUL byte');
+  return offset + size - 1;
+}
+
 /**
  * Calls `visit` for each top-level element of the document at `offset`, stopping early when it
- * returns true. Bounds are checked; nested documents are not entered.
+ * returns true. Bounds are checked (malformed bytes throw InvalidBSON, never a RangeError); nested
+ * documents are not entered.
  */
 export function forEachElement(buf: Buffer, offset: number, visit: (el: BsonElement) => boolean | void): void {
-  const size = buf.readInt32LE(offset);
-  const end = offset + size - 1;
+  const end = documentEnd(buf, offset);
   let p = offset + 4;
   while (p < end) {
     const type = buf[p]!;
     const nameStart = p + 1;
-    const nameEnd = cstringEnd(buf, nameStart, end);
+    const nameEnd = keyEnd(buf, nameStart, end, 'element name');
     const valueStart = nameEnd + 1;
-    if (valueStart > end) throw invalidBson('element value past end of document');
     const len = valueSize(buf, type, valueStart, end);
     const valueEnd = valueStart + len;
-    if (len < 0 || valueEnd > end) throw invalidBson('element value past end of document');
+    if (valueEnd > end) throw invalidBson('element value past end of document');
     if (visit({ type, nameStart, nameEnd, valueStart, valueEnd })) return;
     p = valueEnd;
   }
@@ -140,8 +176,8 @@ export function findElement(buf: Buffer, offset: number, name: string): BsonElem
 
 /** Name of the first element (a command's name), without decoding the rest. */
 export function firstKey(buf: Buffer, offset: number): string | undefined {
-  const size = buf.readInt32LE(offset);
-  if (size <= 5) return undefined;
-  const nameEnd = cstringEnd(buf, offset + 5, offset + size);
+  const end = documentEnd(buf, offset);
+  if (end === offset + 4) return undefined;
+  const nameEnd = keyEnd(buf, offset + 5, end, 'element name');
   return buf.toString('utf8', offset + 5, nameEnd);
 }

@@ -24,7 +24,8 @@ const MAX_DOCUMENT_SEQUENCES = 2;
 
 /** Parses and validates an OP_MSG (header included), verifying the checksum when one is present. */
 export function parseOpMsg(msg: Buffer): OpMsg {
-  if (msg.length < HEADER_SIZE + 5) throw new WireError('OP_MSG too short', 17, 'ProtocolError', 'close');
+  // Flags are required; an OP_MSG with no section at all is answered "must have a body" (40587), as a server does.
+  if (msg.length < HEADER_SIZE + 4) throw new WireError('OP_MSG too short', 17, 'ProtocolError', 'close');
   const flags = msg.readUInt32LE(HEADER_SIZE);
   if ((flags & MSG_REQUIRED_BITS_MASK & ~MSG_KNOWN_REQUIRED_BITS) !== 0) {
     throw new WireError(

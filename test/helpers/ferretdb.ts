@@ -28,6 +28,8 @@ export interface FerretDBOptions {
   /** Require SCRAM authentication with this user, created at start. */
   auth?: { username: string; password: string; database: string };
   port?: number;
+  /** Listen with TLS only, using this certificate and key (PEM files). */
+  tls?: { certFile: string; keyFile: string };
 }
 
 export async function freePort(): Promise<number> {
@@ -66,7 +68,9 @@ export async function startFerretDB(binary: string, options: FerretDBOptions = {
   const args = [
     '--handler=sqlite',
     `--sqlite-url=file:${dir}/`,
-    `--listen-addr=127.0.0.1:${port}`,
+    ...(options.tls
+      ? ['--listen-addr=', `--listen-tls=127.0.0.1:${port}`, `--listen-tls-cert-file=${options.tls.certFile}`, `--listen-tls-key-file=${options.tls.keyFile}`]
+      : [`--listen-addr=127.0.0.1:${port}`]),
     '--telemetry=disable',
     '--log-level=error',
     '--debug-addr=-',

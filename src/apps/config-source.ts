@@ -1,0 +1,104 @@
+import YAML, { LineCounter, isMap, isScalar, type Document } from 'yaml';
+
+/**
+ * A configuration problem a person can act on: the message says where (file:line:col, env variable or
+ * flag), which key, what was expected and what was found.
+ */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** A parsed YAML (or JSON) file that remembers where each value came from, for error messages. */
+export class YamlFile {
+  private constructor(
+    readonly file: string,
+    readonly value: unknown,
+    private readonly doc: Document.Parsed,
+    private readonly lines: LineCounter,
+  ) {}
+
+  /** Parses `text`; a syntax error becomes a ConfigError naming `file:line:col`. */
+  static parse(file: string, text: string): YamlFile {
+    const lines = new LineCounter();
+    // JSON is YAML too, so .json manifests go through the same parser and get the same positions.
+    const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
+    const err = doc.errors[0];
+    if (err) {
+      const pos = err.linePos?.[0];
+      // The yaml library appends "at line L, column C:" and a code frame; keep the frame, drop the repeat.
+      const [first = '', ...frame] = err.message.split('\n');
+      const summary = first.replace(/ at line \d+, column \d+:?$/, '');
+      const excerpt = frame.filter((l) => l.trim() !== '').join('\n');
+      throw new ConfigError(
+        `${file}${pos ? `:${pos.line}:${pos.col}` : ''}: invalid YAML: ${summary}${excerpt ? `\n${excerpt}` : ''}`,
+      );
+    }
+    return new YamlFile(file, doc.toJS() as unknown, doc, lines);
+  }
+
+  /**
+   * `file:line:col` of the value at `path` (or of its key with `which: 'key'`); when the path does not
+   * exist, the position of the nearest ancestor that does; `file` alone for an empty document.
+   */
+  at(path: readonly string[], which: 'value' | 'key' = 'value'): string {
+    let node: unknown = this.doc.contents;
+    let offset = rangeStart(node);
+    for (let i = 0; i < path.length; i++) {
+      if (!isMap(node)) break;
+      const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === path[i]);
+      if (!pair) break;
+      const last = i === path.length - 1;
+      offset = (last && which === 'key' ? undefined : rangeStart(pair.value)) ?? rangeStart(pair.key) ?? offset;
+      node = pair.value;
+    }
+    if (offset === undefined) return this.file;
+    const { line, col } = this.lines.linePos(offset);
+    return `${this.file}:${line}:${col}`;
+  }
+}
+
+function rangeStart(node: unknown): number | undefined {
+  if (node === null || typeof node !== 'object' || !('range' in node)) return undefined;
+  const range = (node as { range?: unknown }).range;
+  return Array.isArray(range) && typeof range[0] === 'number' ? range[0] : undefined;
+}
+
+/** A found value for an error message: `"abc" (a string)`, `-3`, `a list`, `nothing`. */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'an empty value';
+  if (typeof v === 'string') return `${JSON.stringify(v)} (a string)`;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  if (Array.isArray(v)) return 'a list';
+  if (v instanceof Date) return `a date (${v.toISOString()})`;
+  return 'a mapping';
+}
+
+/** The closest of `candidates` to `word` if it is a plausible typo (edit distance <= 2). */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}

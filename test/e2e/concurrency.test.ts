@@ -1,0 +1,246 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Long, type Document } from 'bson';
+import { MongoClient, type CommandSucceededEvent } from 'mongodb';
+import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { RawClient } from '../helpers/wire-client.js';
+import { WireTap, type TappedMessage } from './wire-tap.js';
+
+/**
+ * Many real clients at once, unacknowledged writes, clients vanishing mid-cursor and killed cursors,
+ * all through the real proxy to the real upstream. Every result is checked against what the client
+ * itself wrote, and the database is read directly from the upstream afterwards.
+ */
+
+let proxy: TestProxy;
+let tap: WireTap;
+let direct: MongoClient;
+const db = uniqueDb('e2e_conc');
+
+beforeAll(async () => {
+  proxy = await startTestProxy({ logLevel: 'info' });
+  tap = await WireTap.start(proxy.port);
+  direct = await connect(inject('upstreamUri'));
+});
+
+afterAll(async () => {
+  await direct?.db(db).dropDatabase().catch(() => undefined);
+  await direct?.close();
+  await tap?.close();
+  await proxy?.stop();
+});
+
+/** Polls `condition` until it holds or the deadline passes (a condition, never a fixed sleep). */
+async function eventually(what: string, condition: () => boolean | Promise<boolean>, timeoutMS = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMS;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMS} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, delay));
+  }
+}
+
+/** Upstream connections the proxy has lent out and not yet returned, across all its pools. */
+function upstreamInUse(): number {
+  let n = 0;
+  for (const pool of proxy.runtime.upstream.pools.values()) n += pool.inUse;
+  return n;
+}
+
+function proxyClient(options: ConstructorParameters<typeof MongoClient>[1] = {}, port = proxy.port): MongoClient {
+  return new MongoClient(`mongodb://127.0.0.1:${port}/?appName=playground`, { serverSelectionTimeoutMS: 10_000, ...options });
+}
+
+/** Seeds a collection directly on the upstream with `n` documents {_id: i, i, pad}. */
+async function seed(collection: string, n: number): Promise<void> {
+  const docs = Array.from({ length: n }, (_, i) => ({ _id: i, i, pad: 'x'.repeat(64) }));
+  await direct.db(db).collection(collection).insertMany(docs);
+}
+
+async function expectIntact(collection: string, n: number): Promise<void> {
+  const ids = (await direct.db(db).collection(collection).find({}, { projection: { _id: 1 } }).sort({ _id: 1 }).toArray()).map(
+    (d) => d._id as number,
+  );
+  expect(ids).toEqual(Array.from({ length: n }, (_, i) => i));
+}
+
+describe('concurrency and connection lifecycle through the proxy', () => {
+  it('200 concurrent clients doing mixed work each see exactly their own results', async () => {
+    const CLIENTS = 200;
+    const DOCS = 20;
+    const col = 'mixed';
+    const work = async (k: number): Promise<void> => {
+      const client = proxyClient({ maxPoolSize: 2 });
+      try {
+        await client.connect();
+        const c = client.db(db).collection(col);
+        const docs = Array.from({ length: DOCS }, (_, j) => ({ owner: k, seq: j, val: k * 1000 + j }));
+        const inserted = await c.insertMany(docs);
+        expect(inserted.insertedCount).toBe(DOCS);
+        const one = await c.insertOne({ owner: k, seq: DOCS, val: k * 1000 + DOCS });
+        expect(one.acknowledged).toBe(true);
+
+        // Two operations at once on the client's two pooled connections: a cursor read with getMores
+        // (batchSize 4 over 21 documents) and a count.
+        const [found, count] = await Promise.all([
+          c.find({ owner: k }, { projection: { _id: 0 } }).sort({ seq: 1 }).batchSize(4).toArray(),
+          c.countDocuments({ owner: k }),
+        ]);
+        expect(found).toEqual([...docs, { owner: k, seq: DOCS, val: k * 1000 + DOCS }]);
+        expect(count).toBe(DOCS + 1);
+
+        const updated = await c.updateMany({ owner: k, seq: { $lt: 10 } }, { $inc: { val: 1 } });
+        expect({ matched: updated.matchedCount, modified: updated.modifiedCount }).toEqual({ matched: 10, modified: 10 });
+        expect(await c.findOne({ owner: k, seq: 5 }, { projection: { _id: 0 } })).toEqual({ owner: k, seq: 5, val: k * 1000 + 6 });
+        expect((await c.deleteOne({ owner: k, seq: DOCS })).deletedCount).toBe(1);
+        expect(await c.countDocuments({ owner: k, val: { $gt: k * 1000 + 9 } })).toBe(DOCS - 9);
+        const seqs = (await c.distinct('seq', { owner: k })) as number[];
+        expect(seqs.sort((a, b) => a - b)).toEqual(Array.from({ length: DOCS }, (_, j) => j));
+      } finally {
+        await client.close();
+      }
+    };
+    const results = await Promise.allSettled(Array.from({ length: CLIENTS }, (_, k) => work(k)));
+    const failures = results.flatMap((r, k) => (r.status === 'rejected' ? [`client ${k}: ${String(r.reason)}`] : []));
+    expect(failures).toEqual([]);
+
+    // What the upstream holds afterwards, read directly: every client's 20 documents, updated.
+    const all = await direct.db(db).collection(col).find({}, { projection: { _id: 0 } }).toArray();
+    expect(all).toHaveLength(CLIENTS * DOCS);
+    const byOwner = new Map<number, Document[]>();
+    for (const d of all) byOwner.set(d.owner as number, [...(byOwner.get(d.owner as number) ?? []), d]);
+    expect(byOwner.size).toBe(CLIENTS);
+    for (let k = 0; k < CLIENTS; k++) {
+      const mine = byOwner.get(k)!.sort((a, b) => (a.seq as number) - (b.seq as number));
+      expect(mine).toEqual(Array.from({ length: DOCS }, (_, j) => ({ owner: k, seq: j, val: k * 1000 + j + (j < 10 ? 1 : 0) })));
+    }
+    // Every upstream connection went back to the pool.
+    await eventually('upstream connections returned', () => upstreamInUse() === 0);
+  });
+
+  it('an unacknowledged (w:0) insert is followed by correct results on the same connection', async () => {
+    const col = 'unacked';
+    tap.messages.length = 0;
+    const client = proxyClient({ maxPoolSize: 1 }, tap.port);
+    try {
+      await client.connect();
+      const c = client.db(db).collection(col);
+      const docs = Array.from({ length: 50 }, (_, i) => ({ _id: i, i }));
+      await c.insertMany(docs, { writeConcern: { w: 0 } });
+      await c.insertOne({ _id: 50, i: 50 }, { writeConcern: { w: 0 } });
+
+      // Straight after, with no wait: the next commands on the same connection see those writes.
+      expect(await c.find({}).sort({ _id: 1 }).toArray()).toEqual([...docs, { _id: 50, i: 50 }]);
+      expect(await c.countDocuments({})).toBe(51);
+      const ack = await c.insertOne({ _id: 51, i: 51 });
+      expect(ack.insertedId).toBe(51);
+      const upd = await c.updateMany({ i: { $gte: 40 } }, { $set: { late: true } });
+      expect(upd.modifiedCount).toBe(12);
+      expect(await c.countDocuments({ late: true })).toBe(12);
+      // Another unacknowledged write, then a read that must observe it.
+      await c.deleteMany({ i: { $lt: 10 } }, { writeConcern: { w: 0 } });
+      expect(await c.countDocuments({})).toBe(42);
+      expect((await c.findOne({ _id: 51 }))?.late).toBe(true);
+
+      // The driver really sent them as moreToCome on the connection that carried the reads after them.
+      const unacked = tap.messages.filter((m) => m.moreToCome);
+      expect(unacked.map((m) => m.command)).toEqual(['insert', 'insert', 'delete']);
+      expect(unacked[0]!.sequences).toEqual([{ identifier: 'documents', count: 50 }]);
+      const dataConnections = new Set(
+        tap.messages.filter((m) => m.body.$db === db).map((m: TappedMessage) => m.connection),
+      );
+      expect(dataConnections.size).toBe(1);
+    } finally {
+      await client.close();
+    }
+    const left = await direct.db(db).collection(col).find({}).sort({ _id: 1 }).toArray();
+    expect(left.map((d) => d._id)).toEqual(Array.from({ length: 42 }, (_, i) => i + 10));
+    expect(left.filter((d) => d.late === true).map((d) => d._id)).toEqual(Array.from({ length: 12 }, (_, i) => i + 40));
+  });
+
+  it('a client that disconnects mid-cursor leaves the proxy serving others and the data intact', async () => {
+    const col = 'cursored';
+    await seed(col, 300);
+    const baseline = proxy.runtime.proxy.connectionCount;
+
+    // 1. A client reads one batch, then its connections vanish without a goodbye.
+    tap.messages.length = 0;
+    const quitter = proxyClient({ maxPoolSize: 1, retryReads: false }, tap.port);
+    await quitter.connect();
+    const cursor = quitter.db(db).collection(col).find({}).sort({ _id: 1 }).batchSize(5);
+    expect((await cursor.next())?._id).toBe(0);
+    expect(cursor.bufferedCount()).toBe(4);
+    tap.destroyAll();
+
+    // 2. A client whose connection is cut while its getMore is in flight at the proxy.
+    const cutter = proxyClient({ maxPoolSize: 1, retryReads: false }, tap.port);
+    await cutter.connect();
+    let cutConnection = -1;
+    const stop = tap.onMessage((m, conn) => {
+      if (m.command === 'getMore' && m.body.collection === col && m.body.$db === db) {
+        cutConnection = conn.id;
+        conn.destroy(); // the getMore has been forwarded to the proxy; the client is gone before its reply
+      }
+    });
+    const reading = cutter.db(db).collection(col).find({}).batchSize(5).toArray();
+    await expect(reading).rejects.toThrow();
+    stop();
+    expect(cutConnection).toBeGreaterThan(0);
+    await Promise.all([quitter.close(true), cutter.close(true)]);
+    tap.destroyAll();
+
+    // The proxy notices both disconnects and returns every upstream connection to its pool.
+    await eventually('proxy closed the vanished connections', () => proxy.runtime.proxy.connectionCount <= baseline);
+    await eventually('upstream connections returned', () => upstreamInUse() === 0);
+
+    // Others are still served, through the proxy, with complete results.
+    const other = await connect(proxy.uri('playground'));
+    try {
+      const all = await other.db(db).collection(col).find({}).sort({ _id: 1 }).batchSize(7).toArray();
+      expect(all.map((d) => d._id)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+      expect((await other.db(db).collection(col).insertOne({ _id: 300, i: 300 })).insertedId).toBe(300);
+    } finally {
+      await other.close();
+    }
+    await expectIntact(col, 301);
+  });
+
+  it('killCursors through the driver ends the cursor: a later getMore is CursorNotFound (43)', async () => {
+    const col = 'killed';
+    await seed(col, 40);
+    const killReplies: Document[] = [];
+    const client = proxyClient({ maxPoolSize: 1, monitorCommands: true });
+    client.on('commandSucceeded', (e: CommandSucceededEvent) => {
+      if (e.commandName === 'killCursors') killReplies.push(e.reply as Document);
+    });
+    const raw = await RawClient.connect(proxy.port);
+    try {
+      await client.connect();
+      const cursor = client.db(db).collection(col).find({}).sort({ _id: 1 }).batchSize(2);
+      expect((await cursor.next())?._id).toBe(0);
+      const id = cursor.id;
+      expect(id).toBeInstanceOf(Long);
+      expect(id!.isZero()).toBe(false);
+
+      // The raw client acts as the same app, so the cursor is visible to it: getMore works while it lives.
+      const hello = await raw.command({ hello: 1, client: { application: { name: 'playground' } }, $db: 'admin' });
+      expect(hello.ok).toBe(1);
+      const live = await raw.command({ getMore: id, collection: col, batchSize: 3, $db: db });
+      expect(live.ok).toBe(1);
+      expect((live.cursor as Document).nextBatch.map((d: Document) => d._id)).toEqual([2, 3, 4]);
+
+      await cursor.close();
+      expect(killReplies).toHaveLength(1);
+      expect((killReplies[0]!.cursorsKilled as Long[]).map((k) => k.toString())).toEqual([id!.toString()]);
+
+      const after = await raw.command({ getMore: id, collection: col, batchSize: 3, $db: db });
+      expect(after).toMatchObject({ ok: 0, code: 43, codeName: 'CursorNotFound' });
+      // The proxy connection stays usable after the error.
+      const again = await raw.command({ find: col, filter: { _id: { $lt: 3 } }, sort: { _id: 1 }, $db: db });
+      expect((again.cursor as Document).firstBatch.map((d: Document) => d._id)).toEqual([0, 1, 2]);
+    } finally {
+      raw.destroy();
+      await client.close();
+    }
+    await expectIntact(col, 40);
+  });
+});

@@ -1,0 +1,63 @@
+import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
+import { CuttingRelay } from '../helpers/cutting-relay.js';
+import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { RawClient, opMsg } from '../helpers/wire-client.js';
+
+function hostPort(uri: string): { host: string; port: number } {
+  const m = /^mongodb:\/\/(?:[^@/]*@)?([^:/,]+):(\d+)/.exec(uri);
+  if (!m) throw new Error(`cannot relay to ${uri} (single host:port URIs only)`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+describe('upstream connection failing mid-request', () => {
+  let relay: CuttingRelay;
+  let proxy: TestProxy;
+  const db = uniqueDb('midreq');
+
+  beforeAll(async () => {
+    const up = hostPort(inject('upstreamUri'));
+    relay = await new CuttingRelay(up.host, up.port).start();
+    const query = inject('upstreamUri').includes('?') ? inject('upstreamUri').slice(inject('upstreamUri').indexOf('?')) : '';
+    proxy = await startTestProxy({ upstreamUri: `mongodb://127.0.0.1:${relay.port}/${query}${query ? '&' : '?'}directConnection=true` });
+  });
+  afterAll(async () => {
+    await proxy.stop();
+    await relay.close();
+  });
+
+  it('closes the client connection (no reply, no hang) and keeps serving others', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const cut = relay.cutNext('find');
+    raw.send(opMsg({ find: 'c', filter: {}, $db: db }));
+    await cut;
+    await raw.closed; // the proxy closed the client's connection instead of answering or hanging
+    await expect(raw.nextMessage(100)).rejects.toThrow(/closed/);
+
+    const client = await connect(proxy.uri('playground'));
+    expect(await client.db(db).collection('c').countDocuments()).toBe(0);
+    await client.close();
+  });
+
+  it('lets the driver retry a write that never reached the upstream: stored exactly once', async () => {
+    const client = await connect(proxy.uri('playground'), { retryWrites: true, maxPoolSize: 1 });
+    const col = client.db(db).collection('retry');
+    await col.insertOne({ warm: true }); // the connection is established before the cut is armed
+    const cut = relay.cutNext('insert');
+    const result = await col.insertOne({ k: 'once' });
+    await cut;
+    expect(result.acknowledged).toBe(true);
+    expect(await col.countDocuments({ k: 'once' })).toBe(1);
+    await client.close();
+  });
+
+  it('retries a read the same way', async () => {
+    const client = await connect(proxy.uri('playground'), { retryReads: true });
+    const col = client.db(db).collection('reads');
+    await col.insertMany([{ n: 1 }, { n: 2 }, { n: 3 }]);
+    const cut = relay.cutNext('find');
+    const docs = await col.find({}, { projection: { _id: 0 } }).sort({ n: 1 }).toArray();
+    await cut;
+    expect(docs).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
+    await client.close();
+  });
+});
