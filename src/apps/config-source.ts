@@ -1,4 +1,4 @@
-import YAML, { LineCounter, isMap, isScalar, type Document } from 'yaml';
+import YAML, { LineCounter, isMap, isNode, isScalar, visit, type Document } from 'yaml';
 
 /**
  * A configuration problem a person can act on: the message says where (file:line:col, env variable or
@@ -27,11 +27,20 @@ export class YamlFile {
     const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
     const err = doc.errors[0];
     if (err) {
-      const pos = err.linePos?.[0];
+      let pos = err.linePos?.[0];
       // The yaml library appends "at line L, column C:" and a code frame; keep the frame, drop the repeat.
       const [first = '', ...frame] = err.message.split('\n');
-      const summary = first.replace(/ at line \d+, column \d+:?$/, '');
-      const excerpt = frame.filter((l) => l.trim() !== '').join('\n');
+      let summary = first.replace(/ at line \d+, column \d+:?$/, '');
+      let excerpt = frame.filter((l) => l.trim() !== '').join('\n');
+      // An unclosed quote, [ or { is reported where the parser gave up (often the end of the file);
+      // point at the value that was left open instead.
+      const unclosed = err.code === 'MISSING_CHAR' || /end with an? [\]}]/.test(first);
+      const open = unclosed ? openValueAt(doc, err.pos[0]) : undefined;
+      if (open !== undefined) {
+        pos = lines.linePos(open);
+        summary += ' (the value starting here is never closed)';
+        excerpt = `${text.split('\n')[pos.line - 1] ?? ''}\n${' '.repeat(pos.col - 1)}^`;
+      }
       throw new ConfigError(
         `${file}${pos ? `:${pos.line}:${pos.col}` : ''}: invalid YAML: ${summary}${excerpt ? `\n${excerpt}` : ''}`,
       );
@@ -58,6 +67,18 @@ export class YamlFile {
     const { line, col } = this.lines.linePos(offset);
     return `${this.file}:${line}:${col}`;
   }
+}
+
+/** The start of the innermost scalar or flow collection that runs up to `offset` (the end of the file). */
+function openValueAt(doc: Document.Parsed, offset: number): number | undefined {
+  let best: number | undefined;
+  visit(doc, (_key, node) => {
+    if (!isNode(node) || !node.range) return;
+    const flow = isScalar(node) ? node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE' : 'flow' in node && node.flow === true;
+    const [start, , end] = node.range;
+    if (flow && start < offset && end >= offset && (best === undefined || start > best)) best = start;
+  });
+  return best;
 }
 
 function rangeStart(node: unknown): number | undefined {

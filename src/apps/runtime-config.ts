@@ -99,6 +99,13 @@ interface Given {
   value: unknown;
   /** For error messages: `--listen`, `MDB_LISTEN`, `/etc/mdb/runtime.yaml:3:9: listen` or `default listen`. */
   where: string;
+  /** True when the value is text typed by a person (flag, env variable), not a YAML value. */
+  text: boolean;
+}
+
+/** The found value for an error: text as typed ('abc'), YAML values with their type. */
+function found(g: Given): string {
+  return g.text && typeof g.value === 'string' ? `'${g.value}'` : describeValue(g.value);
 }
 
 /**
@@ -125,13 +132,13 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
 
   const given = (spec: SettingSpec): Given => {
     const flag = overrides[spec.option];
-    if (flag !== undefined) return { value: flag, where: spec.flag };
+    if (flag !== undefined) return { value: flag, where: spec.flag, text: true };
     const fromEnv = env[spec.env];
-    if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, where: spec.env };
+    if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, where: spec.env, text: true };
     const keyPath = spec.key.split('.');
     const inFile = getIn(raw, keyPath);
-    if (inFile !== undefined && inFile !== null && yaml) return { value: inFile, where: `${yaml.at(keyPath)}: ${spec.key}` };
-    return { value: spec.default, where: `default ${spec.key}` };
+    if (inFile !== undefined && inFile !== null && yaml) return { value: inFile, where: `${yaml.at(keyPath)}: ${spec.key}`, text: false };
+    return { value: spec.default, where: `default ${spec.key}`, text: false };
   };
   const setting = (key: string): SettingSpec => SETTINGS.find((s) => s.key === key)!;
   const str = (key: string): string => {
@@ -141,7 +148,9 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
   const hostPort = (key: string): HostPort => {
     const spec = setting(key);
     const g = given(spec);
-    return parseHostPort(parseString(g, spec), g.where);
+    const hp = tryParseHostPort(parseString(g, spec));
+    if (!hp) throw new ConfigError(`${g.where}: expected ${HOST_PORT_EXPECTED}, found ${found(g)}`);
+    return hp;
   };
   const int = (key: string): number => {
     const spec = setting(key);
@@ -219,7 +228,7 @@ function parseString(g: Given, spec: SettingSpec): string {
   let value = g.value;
   // `listen: 27100` is a number in YAML; a bare port is a valid address.
   if (typeof value === 'number' && spec.kind === 'hostport') value = String(value);
-  if (typeof value !== 'string') throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${describeValue(value)}`);
+  if (typeof value !== 'string') throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
   switch (spec.kind) {
     case 'uri': {
       if (!/^mongodb(\+srv)?:\/\//.test(value)) {
@@ -235,12 +244,12 @@ function parseString(g: Given, spec: SettingSpec): string {
     }
     case 'database':
       if (!/^[A-Za-z0-9_-]{1,63}$/.test(value)) {
-        throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${describeValue(value)}`);
+        throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
       }
       return value;
     case 'logLevel':
       if (!(LOG_LEVELS as readonly string[]).includes(value)) {
-        throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${describeValue(value)}`);
+        throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
       }
       return value;
     default:
@@ -251,7 +260,7 @@ function parseString(g: Given, spec: SettingSpec): string {
 function expectation(spec: SettingSpec): string {
   switch (spec.kind) {
     case 'hostport':
-      return 'host:port (e.g. 127.0.0.1:27100)';
+      return HOST_PORT_EXPECTED;
     case 'uri':
       return 'a MongoDB connection string (mongodb://...)';
     case 'database':
@@ -268,18 +277,24 @@ function parseInteger(g: Given, min: number): number {
   if (typeof g.value === 'number') n = g.value;
   else if (typeof g.value === 'string' && /^\s*-?\d+\s*$/.test(g.value)) n = Number(g.value);
   if (n === undefined || !Number.isSafeInteger(n) || n < min) {
-    throw new ConfigError(`${g.where}: expected an integer >= ${min}, found ${describeValue(g.value)}`);
+    throw new ConfigError(`${g.where}: expected an integer >= ${min}, found ${found(g)}`);
   }
   return n;
 }
 
+const HOST_PORT_EXPECTED = 'host:port (e.g. 127.0.0.1:27100) with a port from 0 to 65535';
+
 /** Parses `host:port`, `[v6]:port` or a bare port; `where` names the source for the error. */
 export function parseHostPort(value: string, where: string): HostPort {
+  const hp = tryParseHostPort(value);
+  if (!hp) throw new ConfigError(`${where}: expected ${HOST_PORT_EXPECTED}, found '${value}'`);
+  return hp;
+}
+
+function tryParseHostPort(value: string): HostPort | undefined {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:]*):(\d+)$/.exec(value) ?? /^()(\d+)$/.exec(value);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new ConfigError(`${where}: expected host:port (e.g. 127.0.0.1:27100) with a port from 0 to 65535, found ${describeValue(value)}`);
-  }
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) return undefined;
   return { host: m[1] || '127.0.0.1', port };
 }
 
@@ -294,12 +309,13 @@ export function formatHostPort(hp: HostPort): string {
  */
 export function redactUri(uri: string): string {
   let out = uri;
-  const scheme = /^mongodb(?:\+srv)?:\/\//.exec(out);
+  // Any scheme (a mistyped http:// must not leak the password into the error about it), or none.
+  const prefix = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(out)?.[0] ?? '';
   const at = out.lastIndexOf('@');
-  if (scheme && at > scheme[0].length) {
-    const userinfo = out.slice(scheme[0].length, at);
+  if (at > prefix.length) {
+    const userinfo = out.slice(prefix.length, at);
     const colon = userinfo.indexOf(':');
-    if (colon >= 0) out = `${scheme[0]}${userinfo.slice(0, colon)}:***${out.slice(at)}`;
+    if (colon >= 0) out = `${prefix}${userinfo.slice(0, colon)}:***${out.slice(at)}`;
   }
   return out
     .replace(/([?&]tlsCertificateKeyFilePassword=)[^&]*/gi, '$1***')

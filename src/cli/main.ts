@@ -13,6 +13,7 @@ const program = new Command('mdb-runtime')
 /** The settings table of --help: each env variable with its flag and runtime.yaml key. */
 function settingsHelp(): string {
   const rows: [string, string, string][] = [
+    ['variable', 'flag', 'runtime.yaml key'],
     [CONFIG_DIR_SETTING.env, CONFIG_DIR_SETTING.flag, `(config directory, default ${CONFIG_DIR_SETTING.default})`],
     ...SETTINGS.map((s): [string, string, string] => [s.env, s.flag, `${s.key} (default ${s.default})`]),
   ];
@@ -69,8 +70,10 @@ serve.addHelpText('after', settingsHelp()).action(async (opts: ConfigOverrides) 
   runtime = await startRuntime(config, logger);
 });
 
-/** Exits once the log lines written so far are flushed. */
+/** Exits once the log lines written so far are flushed (or after 2 s if stdout does not drain). */
 function exit(logger: Logger, code: number): void {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), 2000).unref();
   logger.flush(() => process.exit(code));
 }
 

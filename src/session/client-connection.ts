@@ -3,7 +3,7 @@ import { BSONError, Binary, Long, deserialize, serialize, type Document } from '
 import type { Logger } from '../observability/logger.js';
 import { MsgFlag, OpCode } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
-import { MessageFramer } from '../wire/framer.js';
+import { FramingError, MessageFramer } from '../wire/framer.js';
 import { RequestIdCounter } from '../wire/header.js';
 import { encodeOpMsg, parseOpMsg, readdressOpMsg, type OpMsg } from '../wire/opmsg.js';
 import { encodeOpReply, parseOpQuery } from '../wire/opquery.js';
@@ -101,8 +101,14 @@ export class ClientConnection {
       messages = this.framer.push(chunk);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'malformed frame; closing connection');
-      this.close('malformed frame');
-      return;
+      // Requests received before the bad length (in flight, queued, or whole in this chunk) are answered
+      // first, then the connection closes, as a server reading message by message does.
+      messages = err instanceof FramingError ? err.complete : [];
+      this.draining = true;
+      if (messages.length === 0 && !this.processing) {
+        this.close('malformed frame');
+        return;
+      }
     }
     if (messages.length === 0) return;
     this.queue.push(...messages);

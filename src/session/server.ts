@@ -10,7 +10,11 @@ export class ProxyServer {
 
   constructor(private readonly ctx: ProxyContext) {
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
-    this.server.on('error', (err) => ctx.logger.error({ err }, 'listener error'));
+    // A failure to listen is reported by listen()'s rejection (and by the CLI, once); log only errors
+    // of a listener that is up.
+    this.server.on('error', (err) => {
+      if (this.server.listening) ctx.logger.error({ err }, 'listener error');
+    });
   }
 
   get connectionCount(): number {
@@ -34,8 +38,14 @@ export class ProxyServer {
     const drained = Promise.all([...this.connections].map((c) => c.drain()));
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMS)));
-    await Promise.race([drained, timeout]);
+    const finished = await Promise.race([drained.then(() => true), timeout.then(() => false)]);
     clearTimeout(timer);
+    if (!finished && this.connections.size > 0) {
+      this.ctx.logger.warn(
+        { connections: this.connections.size, grace_ms: graceMS },
+        'shutdown grace period over: closing connections whose requests have not finished',
+      );
+    }
     for (const c of this.connections) c.close('shutdown');
     await stopped;
   }

@@ -160,12 +160,16 @@ export function forEachElement(buf: Buffer, offset: number, visit: (el: BsonElem
   }
 }
 
-/** The element named `name` at the top level of the document at `offset`, if any. */
-export function findElement(buf: Buffer, offset: number, name: string): BsonElement | undefined {
+/**
+ * The element named `name` at the top level of the document at `offset`, if any. Names are compared as
+ * bytes (a string is UTF-8 encoded first), so raw names that are not valid UTF-8 match exactly.
+ */
+export function findElement(buf: Buffer, offset: number, name: string | Uint8Array): BsonElement | undefined {
   let found: BsonElement | undefined;
-  const len = Buffer.byteLength(name);
+  const bytes = typeof name === 'string' ? Buffer.from(name, 'utf8') : name;
+  const len = bytes.length;
   forEachElement(buf, offset, (el) => {
-    if (el.nameEnd - el.nameStart === len && buf.toString('utf8', el.nameStart, el.nameEnd) === name) {
+    if (el.nameEnd - el.nameStart === len && buf.compare(bytes, 0, len, el.nameStart, el.nameEnd) === 0) {
       found = el;
       return true;
     }

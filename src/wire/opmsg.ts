@@ -45,6 +45,8 @@ export function parseOpMsg(msg: Buffer): OpMsg {
   }
   let body: Buffer | undefined;
   const sequences: DocumentSequence[] = [];
+  /** The identifiers as sent (compared with body keys byte for byte, even when not valid UTF-8). */
+  const rawIdentifiers: Buffer[] = [];
   let p = HEADER_SIZE + 4;
   while (p < end) {
     const kind = msg[p++];
@@ -64,7 +66,8 @@ export function parseOpMsg(msg: Buffer): OpMsg {
       }
       const seqEnd = p + size;
       const nameEnd = cstringEnd(msg, p + 4, seqEnd);
-      const identifier = msg.toString('utf8', p + 4, nameEnd);
+      const rawIdentifier = msg.subarray(p + 4, nameEnd);
+      const identifier = rawIdentifier.toString('utf8');
       if (sequences.some((s) => s.identifier === identifier)) {
         throw new WireError(`Duplicate document sequence: ${identifier}`, 40431, 'Location40431', 'reply');
       }
@@ -76,14 +79,15 @@ export function parseOpMsg(msg: Buffer): OpMsg {
         q += docSize;
       }
       sequences.push({ identifier, documents });
+      rawIdentifiers.push(rawIdentifier);
       p = seqEnd;
     } else {
       throw new WireError(`Unknown section kind ${kind}`, 40432, 'Location40432', 'reply');
     }
   }
   if (!body) throw new WireError('OP_MSG messages must have a body', 40587, 'Location40587', 'reply');
-  for (const seq of sequences) {
-    if (findElement(body, 0, seq.identifier)) {
+  for (const [i, seq] of sequences.entries()) {
+    if (findElement(body, 0, rawIdentifiers[i]!)) {
       throw new WireError(
         `Duplicate field between body and document sequence ${seq.identifier}`,
         40433,

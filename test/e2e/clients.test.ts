@@ -41,6 +41,7 @@ afterAll(async () => {
 
 /** Two fresh databases: one the client uses through the proxy, one directly on the upstream. */
 function freshDatabases(client: string): { viaProxy: string; viaUpstream: string } {
+  tap.messages.length = 0;
   const viaProxy = uniqueDb(`e2e_${client}_proxy`);
   const viaUpstream = uniqueDb(`e2e_${client}_direct`);
   databases.push(viaProxy, viaUpstream);
@@ -79,8 +80,13 @@ async function checkRun(viaProxy: string, viaUpstream: string, throughProxy: Wor
   const bigFindGetMores = getMores.filter((m) => Number(m.body.batchSize) === WORKLOAD_BATCH_SIZE);
   // 500 documents, 7 per batch: the find's first batch plus 71 getMores.
   expect(bigFindGetMores).toHaveLength(Math.ceil(WORKLOAD_DOCS / WORKLOAD_BATCH_SIZE) - 1);
-  // Handshake only: no OP_QUERY beyond the legacy hello, nothing compressed.
+  // Only OP_MSG (and OP_QUERY, which drivers may use for the first hello): nothing compressed.
   expect(tap.messages.filter((m) => m.opCode !== 2013 && m.opCode !== 2004)).toEqual([]);
+  // The client named the playground app in its handshake.
+  const appNames = tap.messages
+    .filter((m) => ['hello', 'isMaster', 'ismaster'].includes(m.command))
+    .map((m) => (m.body.client as { application?: { name?: string } } | undefined)?.application?.name);
+  expect(appNames).toContain('playground');
 }
 
 describe('real clients through the proxy give the same results as directly against the upstream', () => {

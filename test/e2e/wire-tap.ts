@@ -12,6 +12,7 @@ import { deserialize, type Document } from 'bson';
  */
 
 const OP_MSG = 2013;
+const OP_QUERY = 2004;
 const MORE_TO_COME = 1 << 1;
 const CHECKSUM_PRESENT = 1 << 0;
 
@@ -28,9 +29,9 @@ export interface TappedMessage {
   requestId: number;
   flags: number;
   moreToCome: boolean;
-  /** First key of the kind-0 body ('' for other opcodes). */
+  /** First key of the kind-0 body or OP_QUERY query ('' for other opcodes). */
   command: string;
-  /** The kind-0 body, decoded (empty for other opcodes). */
+  /** The kind-0 body or the OP_QUERY query, decoded (empty for other opcodes). */
   body: Document;
   sequences: TappedSequence[];
 }
@@ -40,8 +41,10 @@ export type TapListener = (message: TappedMessage, connection: TappedConnection)
 
 export interface TappedConnection {
   readonly id: number;
-  /** Destroys both sockets at once (RST-like abrupt disconnect, no goodbye). */
+  /** Closes both sockets at once, without a goodbye: the other ends see end-of-stream (FIN). */
   destroy(): void;
+  /** Like a crashed host: both sockets are reset (RST), so the other ends see ECONNRESET. */
+  reset(): void;
 }
 
 export class WireTap {
@@ -97,6 +100,10 @@ export class WireTap {
     for (const c of [...this.open]) c.destroy();
   }
 
+  resetAll(): void {
+    for (const c of [...this.open]) c.reset();
+  }
+
   async close(): Promise<void> {
     this.destroyAll();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -114,6 +121,11 @@ export class WireTap {
         upstream.destroy();
         this.open.delete(conn);
       },
+      reset: () => {
+        if (!client.destroyed) client.resetAndDestroy();
+        if (!upstream.destroyed) upstream.resetAndDestroy();
+        this.open.delete(conn);
+      },
     };
     this.open.add(conn);
     const finish = () => conn.destroy();
@@ -128,7 +140,7 @@ export class WireTap {
     });
 
     // Client → server: framed, recorded, forwarded message by message.
-    let pending = Buffer.alloc(0);
+    let pending: Buffer = Buffer.alloc(0);
     client.on('data', (chunk: Buffer) => {
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       while (pending.length >= 4) {
@@ -143,7 +155,7 @@ export class WireTap {
         const frame = pending.subarray(0, length);
         pending = pending.subarray(length);
         upstream.write(frame);
-        const message = describe(id, frame);
+        const message = decode(id, frame);
         this.messages.push(message);
         for (const listener of [...this.listeners]) listener(message, conn);
         if (client.destroyed) return;
@@ -152,7 +164,7 @@ export class WireTap {
   }
 }
 
-function describe(connection: number, frame: Buffer): TappedMessage {
+function decode(connection: number, frame: Buffer): TappedMessage {
   const opCode = frame.readInt32LE(12);
   const requestId = frame.readInt32LE(4);
   const message: TappedMessage = {
@@ -165,6 +177,14 @@ function describe(connection: number, frame: Buffer): TappedMessage {
     body: {},
     sequences: [],
   };
+  if (opCode === OP_QUERY && frame.length > 29) {
+    // Legacy handshake: flags, full collection name, skip, return, then the query document.
+    const nameEnd = frame.indexOf(0, 20);
+    const query = deserialize(frame.subarray(nameEnd + 9));
+    message.body = query.$query && typeof query.$query === 'object' ? (query.$query as Document) : query;
+    message.command = Object.keys(message.body)[0] ?? '';
+    return message;
+  }
   if (opCode !== OP_MSG || frame.length < 21) return message;
   const flags = frame.readUInt32LE(16);
   message.flags = flags;

@@ -1,7 +1,7 @@
 import net from 'node:net';
 
 /**
- * A TCP relay between the proxy and the real upstream that can be told to cut the connection carrying
+ * A TCP relay (it records what the proxy sends) between the proxy and the real upstream that can be told to cut the connection carrying
  * the next request for a given command, after the request left the proxy and before the upstream saw
  * it: the "upstream failed mid-request" case, made deterministic.
  */
@@ -10,6 +10,8 @@ export class CuttingRelay {
   private armed: { commands: Set<string>; resolve: () => void } | undefined;
   private readonly sockets = new Set<net.Socket>();
   port = 0;
+  /** Every byte the proxy sent upstream through this relay, in order per connection. */
+  readonly sentUpstream: Buffer[] = [];
 
   constructor(private readonly upstreamHost: string, private readonly upstreamPort: number) {
     this.server = net.createServer((client) => this.relay(client));
@@ -47,6 +49,7 @@ export class CuttingRelay {
         armed.resolve();
         return;
       }
+      this.sentUpstream.push(Buffer.from(chunk));
       upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => client.write(chunk));

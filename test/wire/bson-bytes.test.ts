@@ -173,6 +173,15 @@ describe('findElement and firstKey', () => {
     expect(buf.readInt32LE(findElement(buf, 0, 'ae\u0301')!.valueStart)).toBe(3);
   });
 
+  it('matches raw names byte for byte, including names that are not valid UTF-8', () => {
+    const raw = documentOf([element(BsonType.INT32, 'x', int32(1)), Buffer.concat([Buffer.from([BsonType.INT32, 0xff, 0x61, 0]), int32(2)])]);
+    expect(raw.readInt32LE(findElement(raw, 0, Buffer.from([0xff, 0x61]))!.valueStart)).toBe(2);
+    // A different invalid byte decodes to the same replacement character but is another name.
+    expect(findElement(raw, 0, Buffer.from([0xfe, 0x61]))).toBeUndefined();
+    expect(findElement(raw, 0, '\ufffda')).toBeUndefined();
+    expect(raw.readInt32LE(findElement(raw, 0, Buffer.from('x'))!.valueStart)).toBe(1);
+  });
+
   it('returns the first key (the command name) without decoding the rest', () => {
     expect(firstKey(Buffer.from(serialize({ find: 'c', filter: {} })), 0)).toBe('find');
     expect(firstKey(Buffer.from(serialize({})), 0)).toBeUndefined();

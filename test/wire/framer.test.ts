@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { MessageFramer } from '../../src/wire/framer.js';
+import { FramingError, MessageFramer } from '../../src/wire/framer.js';
 import { WireError } from '../../src/wire/errors.js';
 import { MAX_MESSAGE_SIZE } from '../../src/wire/constants.js';
 import { commandMsg, frame, header } from './frames.js';
@@ -139,6 +139,27 @@ describe('MessageFramer', () => {
     expectFatal(() => framer.push(bad.subarray(2, 4)), /length 10 /);
 
     expectFatal(() => new MessageFramer().push(Buffer.concat([messages[0]!, header(100_000_000, 2, 0, 2013)])), /100000000/);
+  });
+
+  it('hands over the whole messages that preceded a bad length in the same push', () => {
+    const framer = new MessageFramer();
+    // The first message completes a pending part; the second arrives whole; then a bad length.
+    framer.push(messages[0]!.subarray(0, 5));
+    let caught: unknown;
+    try {
+      framer.push(Buffer.concat([messages[0]!.subarray(5), messages[1]!, header(3, 9, 0, 2013)]));
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(FramingError);
+    expect(caught).toBeInstanceOf(WireError);
+    expect(hex((caught as FramingError).complete)).toEqual(hex([messages[0]!, messages[1]!]));
+    // Nothing before it: nothing handed over.
+    try {
+      new MessageFramer().push(header(3, 9, 0, 2013));
+    } catch (err) {
+      expect((err as FramingError).complete).toEqual([]);
+    }
   });
 
   it('honours a configurable smaller maximum', () => {

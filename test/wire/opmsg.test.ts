@@ -184,6 +184,20 @@ describe('parseOpMsg', () => {
       expectWireError(() => parseOpMsg(msg), 40433, 'reply', /documents/);
     });
 
+    it('compares a sequence identifier with body keys as bytes (40433 even when not valid UTF-8)', () => {
+      const name = Buffer.from([0x64, 0xff]);
+      const bodyRaw = Buffer.concat([Buffer.from(serialize({ insert: 'c' })).subarray(0, -1), Buffer.from([0x10]), name, Buffer.from([0]), Buffer.alloc(4), Buffer.from([0])]);
+      bodyRaw.writeInt32LE(bodyRaw.length, 0);
+      const seq = (id: Buffer) => {
+        const raw = Buffer.concat([Buffer.alloc(4), id, Buffer.from([0]), Buffer.from(serialize({ a: 1 }))]);
+        raw.writeInt32LE(raw.length, 0);
+        return { kind: 1, raw };
+      };
+      expectWireError(() => parseOpMsg(rawOpMsg([{ kind: 0, raw: bodyRaw }, seq(name)])), 40433, 'reply');
+      // Another invalid byte: the same text once decoded, but not the same field.
+      expect(parseOpMsg(rawOpMsg([{ kind: 0, raw: bodyRaw }, seq(Buffer.from([0x64, 0xfe]))])).sequences).toHaveLength(1);
+    });
+
     it('refuses unknown section kinds (40432)', () => {
       for (const kind of [2, 3, 0x7f, 0xff]) {
         expectWireError(() => parseOpMsg(rawOpMsg([{ kind: 0, doc: body }, { kind, raw: Buffer.alloc(8) }])), 40432, 'reply', new RegExp(`kind ${kind}`));

@@ -77,11 +77,6 @@ export function uriWithDatabase(uri: string, db: string): string {
   return `${authority}/${encodeURIComponent(db)}${query ? `?${query}` : ''}`;
 }
 
-/** `uri` with one more query parameter. */
-export function uriWithParam(uri: string, key: string, value: string): string {
-  return `${uri}${uri.includes('?') ? '&' : uri.slice(uri.indexOf('://') + 3).includes('/') ? '?' : '/?'}${key}=${encodeURIComponent(value)}`;
-}
-
 /**
  * What every workload must report, computed from the workload's definition (not from any server), so
  * that "proxy equals direct" cannot pass with both sides equally wrong.

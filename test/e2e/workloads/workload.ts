@@ -60,8 +60,12 @@ export async function runNodeWorkload(client: MongoClient, dbName: string): Prom
     { $set: { status: 'done' }, $inc: { value: 1 } },
     { returnDocument: ReturnDocument.AFTER },
   );
-  if (after) delete after._id;
-  out.findOneAndUpdate = after;
+  if (after) {
+    const { _id: _ignored, ...rest } = after;
+    out.findOneAndUpdate = rest;
+  } else {
+    out.findOneAndUpdate = after;
+  }
 
   out.countAll = await items.countDocuments({});
   out.countFlagged = await items.countDocuments({ flag: true });
