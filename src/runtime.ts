@@ -46,10 +46,16 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger): Promi
       version: VERSION,
     });
   } catch (err) {
+    // A server error (e.g. AuthenticationFailed) means the upstream was reached and refused us.
+    const refused = typeof (err as { code?: unknown }).code === 'number';
+    const uri = redactUri(config.upstream.uri);
     throw new StartupError(
-      `cannot reach the upstream ${redactUri(config.upstream.uri)} within ${config.upstream.serverSelectionTimeoutMS} ms: ` +
-        `${(err as Error).message}. Check upstream.uri (MDB_UPSTREAM_URI, --upstream); ` +
-        'upstream.server_selection_timeout_ms (MDB_SERVER_SELECTION_TIMEOUT_MS) sets how long to wait',
+      refused
+        ? `the upstream ${uri} refused the proxy: ${(err as Error).message}. Check the credentials and options in ` +
+            'upstream.uri (MDB_UPSTREAM_URI, --upstream)'
+        : `cannot reach the upstream ${uri} within ${config.upstream.serverSelectionTimeoutMS} ms: ` +
+            `${(err as Error).message}. Check upstream.uri (MDB_UPSTREAM_URI, --upstream); ` +
+            'upstream.server_selection_timeout_ms (MDB_SERVER_SELECTION_TIMEOUT_MS) sets how long to wait',
       { cause: err },
     );
   }

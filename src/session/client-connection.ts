@@ -38,7 +38,7 @@ export class ClientConnection {
   private readonly framer: MessageFramer;
   private readonly queue: Buffer[] = [];
   private readonly replyIds = new RequestIdCounter();
-  private readonly log: Logger;
+  private log: Logger;
   private processing = false;
   private draining = false;
   private closed = false;
@@ -77,11 +77,15 @@ export class ClientConnection {
   /** Stops taking requests: closes now if idle, or after the request in progress is answered. */
   drain(): Promise<void> {
     this.draining = true;
-    if (!this.processing) this.close('draining');
+    if (!this.processing) this.close('draining', true);
     return this.closedPromise;
   }
 
-  close(reason: string): void {
+  /**
+   * Closes the connection. `graceful` lets replies already written reach the client first (after a
+   * drain, or an error reply the server follows with a close); otherwise the socket is dropped at once.
+   */
+  close(reason: string, graceful = false): void {
     if (this.closed) return;
     this.closed = true;
     this.queue.length = 0;
@@ -89,7 +93,17 @@ export class ClientConnection {
       this.held.pool.release(this.held.conn);
       this.held = undefined;
     }
-    this.socket.destroy();
+    if (graceful && this.socket.writable) {
+      const socket = this.socket;
+      const force = setTimeout(() => socket.destroy(), 5000);
+      force.unref();
+      socket.end(() => {
+        clearTimeout(force);
+        socket.destroy();
+      });
+    } else {
+      this.socket.destroy();
+    }
     this.log.debug({ reason }, 'client connection closed');
     this.resolveClosed();
   }
@@ -137,7 +151,7 @@ export class ClientConnection {
       }
     } finally {
       this.processing = false;
-      if (this.draining) this.close('drained');
+      if (this.draining) this.close('drained', true);
     }
   }
 
@@ -189,7 +203,7 @@ export class ClientConnection {
     // A moreToCome request gets no reply, even an error.
     const moreToCome = opCode === OpCode.MSG && msg.length >= 20 && (msg.readUInt32LE(16) & MsgFlag.MORE_TO_COME) !== 0;
     if (!moreToCome) this.reply(opCode, requestId, reply);
-    if (closeAfter) this.close('fatal message error');
+    if (closeAfter) this.close('fatal message error', true);
   }
 
   private reply(opCode: number, responseTo: number, doc: Document): void {
@@ -252,6 +266,7 @@ export class ClientConnection {
       const app = this.ctx.findApp(appName);
       if (app && !app.authRequired) {
         this.app = app;
+        this.log = this.log.child({ app_id: app.slug });
         this.log.info({ app_id: app.slug }, 'connection acts as app (selected by appName)');
       }
     }

@@ -17,8 +17,8 @@ interface Tagged {
 import { SETTINGS } from '../../src/apps/runtime-config.js';
 import { freePort } from '../helpers/ferretdb.js';
 import { PLAYGROUND_APP, startTestProxy, uniqueDb } from '../helpers/proxy.js';
+import { WireRelay } from '../helpers/relay.js';
 import { CliProcess, assertBuilt, tempConfig, type LogLine } from './cli-process.js';
-import { HoldingRelay } from './relay.js';
 
 const upstreamUri = inject('upstreamUri');
 let direct: MongoClient;
@@ -218,9 +218,9 @@ describe('mdb-runtime serve (the built CLI as a child process)', () => {
   it('on SIGTERM finishes in-flight inserts, refuses new connections, loses no acknowledged insert and exits 0', async () => {
     // The upstream goes through a relay that can hold its replies: a held insert has run upstream but
     // is still in flight at the proxy when SIGTERM arrives.
-    const relay = await HoldingRelay.start(HoldingRelay.firstHost(upstreamUri));
+    const relay = await WireRelay.start(WireRelay.firstHost(upstreamUri));
     cleanup.push(() => relay.close());
-    const { cli, port, httpPort } = await serve({ upstream: HoldingRelay.uriThrough(upstreamUri, relay.port) });
+    const { cli, port, httpPort } = await serve({ upstream: WireRelay.uriThrough(upstreamUri, relay.port) });
     const c = await client(port, { serverSelectionTimeoutMS: 1000, maxPoolSize: 8 });
     const db = uniqueDb('cli_sigterm');
     const run = `run-${db}`;
@@ -295,9 +295,9 @@ describe('mdb-runtime serve (the built CLI as a child process)', () => {
   });
 
   it('exits 1 at once on a second signal while requests are still in flight', async () => {
-    const relay = await HoldingRelay.start(HoldingRelay.firstHost(upstreamUri));
+    const relay = await WireRelay.start(WireRelay.firstHost(upstreamUri));
     cleanup.push(() => relay.close());
-    const { cli, port } = await serve({ upstream: HoldingRelay.uriThrough(upstreamUri, relay.port) });
+    const { cli, port } = await serve({ upstream: WireRelay.uriThrough(upstreamUri, relay.port) });
     const c = await client(port, { serverSelectionTimeoutMS: 1000 });
     const db = uniqueDb('cli_second_signal');
     const col = c.db(db).collection<Tagged>('t');
@@ -320,9 +320,9 @@ describe('mdb-runtime serve (the built CLI as a child process)', () => {
 
   it('stop() closes every upstream connection (pools and monitoring) before it resolves', async () => {
     // In process, to observe the upstream side: the relay counts the connections the proxy holds open.
-    const relay = await HoldingRelay.start(HoldingRelay.firstHost(upstreamUri));
+    const relay = await WireRelay.start(WireRelay.firstHost(upstreamUri));
     cleanup.push(() => relay.close());
-    const proxy = await startTestProxy({ upstreamUri: HoldingRelay.uriThrough(upstreamUri, relay.port), logLevel: 'silent' });
+    const proxy = await startTestProxy({ upstreamUri: WireRelay.uriThrough(upstreamUri, relay.port), logLevel: 'silent' });
     const c = await client(proxy.port, { maxPoolSize: 20 });
     const col = c.db(uniqueDb('cli_pools')).collection('t');
     await Promise.all(Array.from({ length: 20 }, (_, i) => col.insertOne({ i })));

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { MongoClient } from 'mongodb';
 import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
-import { WireTap } from './wire-tap.js';
+import { WireRelay } from '../helpers/relay.js';
 import { runNodeWorkloadAt, WORKLOAD_BATCH_SIZE, WORKLOAD_DOCS, type WorkloadSummary } from './workloads/workload.js';
 import {
   expectedWorkloadSummary,
@@ -19,14 +19,14 @@ import {
  */
 
 let proxy: TestProxy;
-let tap: WireTap;
+let tap: WireRelay;
 let direct: MongoClient;
 let home: string;
 const databases: string[] = [];
 
 beforeAll(async () => {
   proxy = await startTestProxy();
-  tap = await WireTap.start(proxy.port);
+  tap = await WireRelay.start({ port: proxy.port });
   direct = await connect(inject('upstreamUri'));
   home = scratchHome();
 });

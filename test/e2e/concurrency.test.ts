@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Document } from 'bson';
 import { Long, MongoClient, type CommandSucceededEvent } from 'mongodb';
 import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { WireRelay, type RelayedMessage } from '../helpers/relay.js';
 import { RawClient } from '../helpers/wire-client.js';
-import { WireTap, type TappedMessage } from './wire-tap.js';
 
 /**
  * Many real clients at once, unacknowledged writes, clients vanishing mid-cursor and killed cursors,
@@ -12,7 +12,7 @@ import { WireTap, type TappedMessage } from './wire-tap.js';
  */
 
 let proxy: TestProxy;
-let tap: WireTap;
+let tap: WireRelay;
 let direct: MongoClient;
 const db = uniqueDb('e2e_conc');
 
@@ -27,7 +27,7 @@ beforeAll(async () => {
     logLevel: 'info',
     runtimeYaml: `shutdown_grace_ms: 5000\nupstream:\n  pool:\n    max_size: ${UPSTREAM_POOL}\n`,
   });
-  tap = await WireTap.start(proxy.port);
+  tap = await WireRelay.start({ port: proxy.port });
   direct = await connect(inject('upstreamUri'));
 });
 
@@ -193,7 +193,7 @@ describe('concurrency and connection lifecycle through the proxy', () => {
       expect(unacked.map((m) => m.command)).toEqual(['insert', 'insert', 'delete']);
       expect(unacked[0]!.sequences).toEqual([{ identifier: 'documents', count: 50 }]);
       const dataConnections = new Set(
-        tap.messages.filter((m) => m.body.$db === db).map((m: TappedMessage) => m.connection),
+        tap.messages.filter((m) => m.body.$db === db).map((m: RelayedMessage) => m.connection),
       );
       expect(dataConnections.size).toBe(1);
     } finally {

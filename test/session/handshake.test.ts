@@ -1,26 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { MongoClient } from 'mongodb';
-import { CuttingRelay } from '../helpers/cutting-relay.js';
 import { connect, startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { WireRelay } from '../helpers/relay.js';
 import { RawClient, opMsg } from '../helpers/wire-client.js';
 
-function hostPort(uri: string): { host: string; port: number } {
-  const m = /^mongodb:\/\/(?:[^@/]*@)?([^:/,]+):(\d+)/.exec(uri);
-  if (!m) throw new Error(`cannot relay to ${uri}`);
-  return { host: m[1]!, port: Number(m[2]) };
-}
-
 describe('handshake answered by the proxy as a mongos', () => {
-  let relay: CuttingRelay;
+  let relay: WireRelay;
   let proxy: TestProxy;
   let upstreamWire: number;
 
   beforeAll(async () => {
-    const up = hostPort(inject('upstreamUri'));
-    relay = await new CuttingRelay(up.host, up.port).start();
     const uri = inject('upstreamUri');
-    const query = uri.includes('?') ? uri.slice(uri.indexOf('?')) : '';
-    proxy = await startTestProxy({ upstreamUri: `mongodb://127.0.0.1:${relay.port}/${query}${query ? '&' : '?'}directConnection=true` });
+    relay = await WireRelay.start(WireRelay.firstHost(uri));
+    proxy = await startTestProxy({ upstreamUri: WireRelay.uriThrough(uri, relay.port) });
     const direct = new MongoClient(uri);
     upstreamWire = (await direct.db('admin').command({ hello: 1 })).maxWireVersion as number;
     await direct.close();
@@ -62,7 +54,7 @@ describe('handshake answered by the proxy as a mongos', () => {
 
   it('never forwards the client handshake or its metadata upstream', async () => {
     const marker = 'client-metadata-marker-7f3a';
-    const before = relay.sentUpstream.length;
+    const before = relay.messages.length;
     const client = await connect(`mongodb://127.0.0.1:${proxy.port}/?appName=${marker}`);
     await client.db('admin').command({ ping: 1 });
     await client.db('handshake_test').collection('c').findOne({});
@@ -71,7 +63,7 @@ describe('handshake answered by the proxy as a mongos', () => {
     raw.send(opMsg({ hello: 1, client: { application: { name: marker } }, $db: 'admin' }));
     await raw.nextReply();
     raw.destroy();
-    const sent = Buffer.concat(relay.sentUpstream.slice(before));
+    const sent = Buffer.concat(relay.messages.slice(before).map((m) => m.raw));
     expect(sent.length).toBeGreaterThan(0); // the find did go upstream
     expect(sent.includes(Buffer.from(marker))).toBe(false);
   });
@@ -80,9 +72,9 @@ describe('handshake answered by the proxy as a mongos', () => {
     const client = await connect(proxy.uri('playground'), { retryWrites: true });
     const col = client.db('handshake_test').collection('sessions');
     const session = client.startSession();
-    const before = relay.sentUpstream.length;
+    const before = relay.messages.length;
     await col.insertOne({ s: 1 }, { session });
-    const sent = Buffer.concat(relay.sentUpstream.slice(before));
+    const sent = Buffer.concat(relay.messages.slice(before).map((m) => m.raw));
     const lsid = session.id!.id.buffer;
     await session.endSession();
     // The driver only sends txnNumber to a server that supports retryable writes (a mongos with

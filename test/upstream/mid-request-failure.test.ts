@@ -1,24 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { CuttingRelay } from '../helpers/cutting-relay.js';
 import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { WireRelay } from '../helpers/relay.js';
 import { RawClient, opMsg } from '../helpers/wire-client.js';
 
-function hostPort(uri: string): { host: string; port: number } {
-  const m = /^mongodb:\/\/(?:[^@/]*@)?([^:/,]+):(\d+)/.exec(uri);
-  if (!m) throw new Error(`cannot relay to ${uri} (single host:port URIs only)`);
-  return { host: m[1]!, port: Number(m[2]) };
-}
-
 describe('upstream connection failing mid-request', () => {
-  let relay: CuttingRelay;
+  let relay: WireRelay;
   let proxy: TestProxy;
   const db = uniqueDb('midreq');
 
   beforeAll(async () => {
-    const up = hostPort(inject('upstreamUri'));
-    relay = await new CuttingRelay(up.host, up.port).start();
-    const query = inject('upstreamUri').includes('?') ? inject('upstreamUri').slice(inject('upstreamUri').indexOf('?')) : '';
-    proxy = await startTestProxy({ upstreamUri: `mongodb://127.0.0.1:${relay.port}/${query}${query ? '&' : '?'}directConnection=true` });
+    const uri = inject('upstreamUri');
+    relay = await WireRelay.start(WireRelay.firstHost(uri));
+    proxy = await startTestProxy({ upstreamUri: WireRelay.uriThrough(uri, relay.port) });
   });
   afterAll(async () => {
     await proxy.stop();
