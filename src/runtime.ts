@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { RuntimeConfig } from './apps/runtime-config.js';
 import { formatHostPort, redactUri } from './apps/runtime-config.js';
-import { loadManifests, type AppManifest } from './apps/manifests.js';
+import { loadApps } from './apps/registry.js';
 import type { Logger } from './observability/logger.js';
 import { HttpServer } from './observability/http.js';
 import { Upstream } from './upstream/index.js';
@@ -26,12 +26,22 @@ export interface RunningRuntime {
   stop(): Promise<void>;
 }
 
+/** The largest message an unauthenticated client may send (hello, saslStart with a token). */
+export const PRE_AUTH_MAX_MESSAGE_SIZE = 64 * 1024;
+
+export interface RuntimeOptions {
+  /** The clock token expiry is judged by (milliseconds since the epoch); tests pass one they can move. */
+  now?: () => number;
+}
+
 /** Starts the proxy and its HTTP side from a loaded configuration. */
-export async function startRuntime(config: RuntimeConfig, logger: Logger): Promise<RunningRuntime> {
-  const manifests = loadManifests(config.configDir);
-  const apps = new Map<string, AppManifest>(manifests.map((m) => [m.slug, m]));
-  for (const m of manifests) {
+export async function startRuntime(config: RuntimeConfig, logger: Logger, options: RuntimeOptions = {}): Promise<RunningRuntime> {
+  const apps = loadApps(config.configDir);
+  for (const m of apps) {
     if (!m.authRequired) logger.warn({ app_id: m.slug }, `app '${m.slug}' has auth_required: false; any client naming it can act as it`);
+    for (const w of m.warnings) logger.warn({ app_id: m.slug }, w);
+    // A missing secret makes one app unavailable (its clients fail authentication), not the proxy.
+    if (m.unavailable) logger.error({ app_id: m.slug }, `app '${m.slug}' is unavailable: ${m.unavailable}`);
   }
 
   // A failure to reach the upstream at start is reported with what to check (the URI, the timeout),
@@ -64,8 +74,15 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger): Promi
   const proxy = new ProxyServer({
     upstream,
     logger,
-    findApp: (slug) => apps.get(slug),
-    limits: { maxMessageSize: MAX_MESSAGE_SIZE, logicalSessionTimeoutMinutes: 30 },
+    apps,
+    now: options.now ?? Date.now,
+    scoping: { database: config.upstream.database, tagField: config.tagField },
+    limits: {
+      maxMessageSize: MAX_MESSAGE_SIZE,
+      preAuthMaxMessageSize: PRE_AUTH_MAX_MESSAGE_SIZE,
+      preAuthIdleTimeoutMS: config.preAuthIdleTimeoutMS,
+      logicalSessionTimeoutMinutes: 30,
+    },
   });
   let stopping: Promise<void> | undefined;
   const http = new HttpServer({
@@ -76,7 +93,11 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger): Promi
       const server = upstream.topology.trySelect();
       return {
         ready: server !== undefined,
-        detail: { upstream: server ? `${server.type} ${server.address}` : 'no writable upstream server', apps: apps.size },
+        detail: {
+          upstream: server ? `${server.type} ${server.address}` : 'no writable upstream server',
+          apps: apps.size,
+          unavailable_apps: [...apps].filter((m) => m.unavailable).map((m) => m.slug),
+        },
       };
     },
   });
@@ -106,7 +127,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger): Promi
       upstream: upstreamUri,
       database: config.upstream.database,
       topology: upstream.topology.describe(),
-      apps: [...apps.keys()],
+      apps: apps.slugs,
       config: config.file ?? config.configDir,
       version: VERSION,
     },

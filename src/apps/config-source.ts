@@ -1,4 +1,4 @@
-import YAML, { LineCounter, isMap, isNode, isScalar, visit, type Document } from 'yaml';
+import YAML, { LineCounter, isMap, isNode, isScalar, isSeq, visit, type Document } from 'yaml';
 
 /**
  * A configuration problem a person can act on: the message says where (file:line:col, env variable or
@@ -49,13 +49,22 @@ export class YamlFile {
   }
 
   /**
-   * `file:line:col` of the value at `path` (or of its key with `which: 'key'`); when the path does not
+   * `file:line:col` of the value at `path` (map keys and list indexes; or of its key with `which: 'key'`);
+   * when the path does not
    * exist, the position of the nearest ancestor that does; `file` alone for an empty document.
    */
-  at(path: readonly string[], which: 'value' | 'key' = 'value'): string {
+  at(path: readonly (string | number)[], which: 'value' | 'key' = 'value'): string {
     let node: unknown = this.doc.contents;
     let offset = rangeStart(node);
     for (let i = 0; i < path.length; i++) {
+      const segment = path[i];
+      // A number indexes a list (`keys[1]`).
+      if (typeof segment === 'number') {
+        if (!isSeq(node) || segment >= node.items.length) break;
+        node = node.items[segment];
+        offset = rangeStart(node) ?? offset;
+        continue;
+      }
       if (!isMap(node)) break;
       const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === path[i]);
       if (!pair) break;

@@ -21,6 +21,10 @@ export interface RuntimeConfig {
   };
   logLevel: string;
   shutdownGraceMS: number;
+  /** An unauthenticated client connection idle this long is closed (0: never). */
+  preAuthIdleTimeoutMS: number;
+  /** The field every app document is tagged with (DESIGN.md rule 4). */
+  tagField: string;
 }
 
 export interface HostPort {
@@ -40,6 +44,8 @@ export interface ConfigOverrides {
   database?: string | undefined;
   logLevel?: string | undefined;
   shutdownGraceMs?: string | undefined;
+  preAuthIdleTimeoutMs?: string | undefined;
+  tagField?: string | undefined;
   connectTimeoutMs?: string | undefined;
   serverSelectionTimeoutMs?: string | undefined;
   poolMaxSize?: string | undefined;
@@ -49,7 +55,7 @@ export interface ConfigOverrides {
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
-type SettingKind = 'hostport' | 'uri' | 'database' | 'logLevel' | 'int';
+type SettingKind = 'hostport' | 'uri' | 'database' | 'logLevel' | 'int' | 'fieldName';
 
 /** One setting of runtime.yaml with its env variable and flag (DESIGN.md section 2). */
 export interface SettingSpec {
@@ -83,6 +89,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'upstream.database', env: 'MDB_DATABASE', flag: '--database', short: '-d', option: 'database', arg: '<name>', kind: 'database', default: 'mdb_runtime', help: 'the shared physical database on the upstream' },
   { key: 'log_level', env: 'MDB_LOG_LEVEL', flag: '--log-level', option: 'logLevel', arg: '<level>', kind: 'logLevel', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
   { key: 'shutdown_grace_ms', env: 'MDB_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', option: 'shutdownGraceMs', arg: '<ms>', kind: 'int', min: 0, default: 10_000, help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish' },
+  { key: 'tag_field', env: 'MDB_TAG_FIELD', flag: '--tag-field', option: 'tagField', arg: '<name>', kind: 'fieldName', default: 'app_id', help: 'the field every app document is tagged with' },
+  { key: 'pre_auth_idle_timeout_ms', env: 'MDB_PRE_AUTH_IDLE_TIMEOUT_MS', flag: '--pre-auth-idle-timeout-ms', option: 'preAuthIdleTimeoutMs', arg: '<ms>', kind: 'int', min: 0, default: 60_000, help: 'close client connections that send nothing for this long before authenticating (0: never)' },
   { key: 'upstream.connect_timeout_ms', env: 'MDB_CONNECT_TIMEOUT_MS', flag: '--connect-timeout-ms', option: 'connectTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 10_000, help: 'timeout for opening one upstream connection' },
   { key: 'upstream.server_selection_timeout_ms', env: 'MDB_SERVER_SELECTION_TIMEOUT_MS', flag: '--server-selection-timeout-ms', option: 'serverSelectionTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 30_000, help: 'how long to wait for a usable upstream server, at start and per request' },
   { key: 'upstream.pool.max_size', env: 'MDB_POOL_MAX_SIZE', flag: '--pool-max-size', option: 'poolMaxSize', arg: '<n>', kind: 'int', min: 1, default: 100, help: 'raw connections per upstream server' },
@@ -175,6 +183,8 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
     },
     logLevel: str('log_level'),
     shutdownGraceMS: int('shutdown_grace_ms'),
+    preAuthIdleTimeoutMS: int('pre_auth_idle_timeout_ms'),
+    tagField: str('tag_field'),
   };
 }
 
@@ -252,6 +262,11 @@ function parseString(g: Given, spec: SettingSpec): string {
         throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
       }
       return value;
+    case 'fieldName':
+      if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(value)) {
+        throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
+      }
+      return value;
     default:
       return value;
   }
@@ -269,6 +284,8 @@ function expectation(spec: SettingSpec): string {
       return `one of ${LOG_LEVELS.join(', ')}`;
     case 'int':
       return `an integer >= ${spec.min ?? 0}`;
+    case 'fieldName':
+      return 'a top-level field name of letters, digits and _ (not starting with a digit), e.g. app_id';
   }
 }
 

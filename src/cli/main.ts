@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { CONFIG_DIR_SETTING, ConfigError, SETTINGS, loadRuntimeConfig, type ConfigOverrides } from '../apps/runtime-config.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { StartupError, startRuntime, type RunningRuntime } from '../runtime.js';
+import { CliError, addTokenCommand } from './token.js';
 import { VERSION } from '../version.js';
 
 const program = new Command('mdb-runtime')
@@ -70,6 +71,8 @@ serve.addHelpText('after', settingsHelp()).action(async (opts: ConfigOverrides) 
   runtime = await startRuntime(config, logger);
 });
 
+addTokenCommand(program);
+
 /** Exits once the log lines written so far are flushed (or after 2 s if stdout does not drain). */
 function exit(logger: Logger, code: number): void {
   process.exitCode = code;
@@ -81,6 +84,7 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   let message: string;
   if (err instanceof ConfigError) message = `configuration error: ${err.message}`;
   else if (err instanceof StartupError) message = `cannot start: ${err.message}`;
+  else if (err instanceof CliError) message = err.message;
   else message = `error: ${err instanceof Error ? err.message : String(err)}`;
   process.stderr.write(`mdb-runtime: ${message}\n`);
   process.exit(1);

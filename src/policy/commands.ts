@@ -9,8 +9,11 @@ import { commandError } from './errors.js';
  * Scoping (namespaces, filters, pipelines, documents) attaches to these same entries.
  */
 
-/** Commands the proxy answers itself, by handler name (src/session/local-commands.ts). */
-export type LocalHandler = 'hello' | 'ping' | 'connectionStatus' | 'hostInfo' | 'whatsmyuri';
+/**
+ * Commands the proxy answers itself, by handler name (src/session/local-commands.ts; 'sasl' is
+ * answered by the connection's authenticator, src/session/authentication.ts).
+ */
+export type LocalHandler = 'hello' | 'ping' | 'connectionStatus' | 'hostInfo' | 'whatsmyuri' | 'sasl';
 
 /** Which upstream server a forwarded command goes to. */
 export type UpstreamTarget =
@@ -30,7 +33,10 @@ export interface CommandSpec {
   readonly local?: LocalHandler;
   readonly target?: UpstreamTarget;
   readonly cursor?: CursorEffect;
-  /** Accepted before the connection has authenticated. */
+  /**
+   * Accepted before the connection has authenticated (and after its token expired): exactly hello,
+   * ping, buildInfo, saslStart, saslContinue and endSessions (issue 3).
+   */
   readonly preAuth?: boolean;
   /** Must be sent to the admin database, as on a real server. */
   readonly adminOnly?: boolean;
@@ -38,7 +44,64 @@ export interface CommandSpec {
   readonly transactionControl?: boolean;
   /** Refuses forms of the command the proxy does not allow (throws a CommandError). */
   readonly check?: (cmd: Document) => void;
+  /**
+   * Known to the server but refused by the proxy, with the server's code for a command it does not
+   * let this user run (13) or for server-side JavaScript (224); `help` says why.
+   */
+  readonly refused?: 'Unauthorized' | 'QueryFeatureNotAllowed';
 }
+
+/** Server-wide, cross-app and administrative commands: named so their refusal is Unauthorized, not 59. */
+const REFUSED_SERVER_WIDE: readonly [string, string][] = [
+  ['serverStatus', 'server-wide statistics'],
+  ['currentOp', "every app's operations"],
+  ['killOp', "other apps' operations"],
+  ['listDatabases', 'every database of the cluster'],
+  ['dropDatabase', 'the shared database of every app'],
+  ['dbHash', 'a hash over every app in the database'],
+  ['dbStats', 'statistics over every app in the database'],
+  ['collStats', 'physical storage details'],
+  ['dataSize', 'physical storage details'],
+  ['profile', 'the profiler of the shared database'],
+  ['top', 'server-wide usage'],
+  ['applyOps', 'raw oplog entries'],
+  ['fsync', 'the whole server'],
+  ['fsyncUnlock', 'the whole server'],
+  ['setParameter', 'server parameters'],
+  ['getParameter', 'server parameters'],
+  ['getCmdLineOpts', 'the server command line'],
+  ['getLog', 'the server log'],
+  ['logRotate', 'the server log'],
+  ['shutdown', 'the whole server'],
+  ['killAllSessions', "every app's sessions"],
+  ['killAllSessionsByPattern', "every app's sessions"],
+  ['createUser', 'database users'],
+  ['updateUser', 'database users'],
+  ['dropUser', 'database users'],
+  ['dropAllUsersFromDatabase', 'database users'],
+  ['usersInfo', 'database users'],
+  ['grantRolesToUser', 'database users'],
+  ['revokeRolesFromUser', 'database users'],
+  ['createRole', 'database roles'],
+  ['updateRole', 'database roles'],
+  ['dropRole', 'database roles'],
+  ['dropAllRolesFromDatabase', 'database roles'],
+  ['rolesInfo', 'database roles'],
+  ['grantPrivilegesToRole', 'database roles'],
+  ['revokePrivilegesFromRole', 'database roles'],
+  ['grantRolesToRole', 'database roles'],
+  ['revokeRolesFromRole', 'database roles'],
+  ['authenticate', 'upstream authentication (apps authenticate to the proxy with saslStart)'],
+  ['logout', 'upstream authentication'],
+  ['replSetGetStatus', 'the replica set'],
+  ['replSetGetConfig', 'the replica set'],
+  ['setFeatureCompatibilityVersion', 'the whole cluster'],
+  ['compact', 'physical storage'],
+  ['validate', 'physical storage'],
+  ['reIndex', 'physical storage'],
+  ['cloneCollectionAsCapped', 'copies between collections outside the namespace resolver'],
+  ['convertToCapped', 'physical storage'],
+];
 
 /** renameCollection stays inside one database: `db.a` → `db.b`. */
 function checkRenameWithinDatabase(cmd: Document): void {
@@ -57,11 +120,14 @@ const TABLE: readonly CommandSpec[] = [
   // Handshake and connection state: answered by the proxy, never forwarded (DESIGN.md rule 1).
   { name: 'hello', help: 'Handshake: describes the proxy as a mongos.', local: 'hello', preAuth: true, aliases: ['isMaster', 'ismaster'] },
   { name: 'ping', help: 'Liveness check, answered by the proxy.', local: 'ping', preAuth: true },
-  { name: 'connectionStatus', help: 'The authenticated identity of this connection.', local: 'connectionStatus', preAuth: true },
+  { name: 'connectionStatus', help: 'The authenticated identity of this connection.', local: 'connectionStatus' },
   { name: 'hostInfo', help: 'Host facts about the proxy process (not the upstream).', local: 'hostInfo' },
-  { name: 'whatsmyuri', help: 'The client address as the proxy sees it.', local: 'whatsmyuri', preAuth: true },
+  { name: 'whatsmyuri', help: 'The client address as the proxy sees it.', local: 'whatsmyuri' },
   { name: 'buildInfo', help: 'Upstream server version and build facts.', aliases: ['buildinfo'], preAuth: true },
   { name: 'endSessions', help: 'Ends logical sessions.', preAuth: true },
+  // Authentication ends at the proxy too: PLAIN and MONGODB-OIDC with an app token, never forwarded.
+  { name: 'saslStart', help: 'Authenticates with an app token (PLAIN or MONGODB-OIDC), answered by the proxy.', local: 'sasl', preAuth: true },
+  { name: 'saslContinue', help: 'Continues a SASL conversation (none is ever pending: every mechanism is one step).', local: 'sasl', preAuth: true },
 
   // CRUD.
   { name: 'insert', help: 'Inserts documents.' },
@@ -85,6 +151,16 @@ const TABLE: readonly CommandSpec[] = [
   { name: 'listCollections', help: 'Lists the collections of the database; opens a cursor.', cursor: 'opens' },
   { name: 'drop', help: 'Drops a collection.' },
   { name: 'renameCollection', help: 'Renames a collection within its database.', adminOnly: true, check: checkRenameWithinDatabase },
+
+  { name: 'killSessions', help: 'Kills logical sessions (the app\'s own, mapped like every lsid).' },
+  { name: 'refreshSessions', help: 'Keeps logical sessions alive (the app\'s own, mapped like every lsid).' },
+
+  // Server-side JavaScript (DESIGN.md rule 6).
+  { name: 'mapReduce', help: 'Refused: runs JavaScript on the server.', aliases: ['mapreduce'], refused: 'QueryFeatureNotAllowed' },
+  { name: 'eval', help: 'Refused: runs JavaScript on the server.', aliases: ['$eval'], refused: 'QueryFeatureNotAllowed' },
+
+  // Server-wide and administrative commands (DESIGN.md rule 6).
+  ...REFUSED_SERVER_WIDE.map(([name, what]): CommandSpec => ({ name, help: `Refused: reaches ${what}.`, refused: 'Unauthorized' })),
 
   // Transactions (drivers pin them to one mongos).
   { name: 'commitTransaction', help: 'Commits a multi-document transaction.', adminOnly: true, transactionControl: true },

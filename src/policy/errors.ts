@@ -7,6 +7,7 @@ export const ErrorCodes = {
   FailedToParse: 9,
   Unauthorized: 13,
   TypeMismatch: 14,
+  Overflow: 15,
   ProtocolError: 17,
   AuthenticationFailed: 18,
   IllegalOperation: 20,
@@ -16,6 +17,8 @@ export const ErrorCodes = {
   ImmutableField: 66,
   InvalidOptions: 72,
   InvalidNamespace: 73,
+  NamespaceNotFound: 26,
+  OperationNotSupportedInTransaction: 263,
   ShutdownInProgress: 91,
   FailedToSatisfyReadPreference: 133,
   QueryFeatureNotAllowed: 224,
@@ -42,6 +45,13 @@ export class CommandError extends Error {
 
 export const commandError = (codeName: ErrorCodeName, message: string, errorLabels?: string[]): CommandError =>
   new CommandError(codeName, message, ErrorCodes[codeName], errorLabels);
+
+/** An error the server raises by assertion number, whose codeName is "Location<code>". */
+export const locationError = (code: number, message: string): CommandError => new CommandError(`Location${code}`, message, code);
+
+/** An unknown top-level field, in the shape of the server's IDL parser (code 40415). */
+export const unknownFieldError = (command: string, field: string): CommandError =>
+  new CommandError('Location40415', `BSON field '${command}.${field}' is an unknown field.`, 40415);
 
 export function errorReply(err: { code: number; codeName: string; message: string; errorLabels?: string[] | undefined }): Document {
   const reply: Document = { ok: 0, errmsg: err.message, code: err.code, codeName: err.codeName };

@@ -10,10 +10,16 @@ import { encodeOpReply, parseOpQuery } from '../wire/opquery.js';
 import { decompressMessage } from '../wire/compression.js';
 import { BsonType, findElement } from '../wire/bson-bytes.js';
 import { lookupCommand, type CommandSpec } from '../policy/commands.js';
+import { decodeDocument, encodeDocument } from '../policy/decode.js';
+import type { CursorView, ReplyPlan, RewrittenCommand } from '../policy/handler.js';
+import { authorize } from '../policy/rbac.js';
+import { rewriteReply } from '../policy/reply.js';
+import { rewriteCommand } from '../policy/rewrite.js';
+import { makeScope, type AppScope } from '../policy/scope.js';
 import { CommandError, commandError, errorReply } from '../policy/errors.js';
 import { UpstreamError, upstreamRequestIds, type ConnectionPool, type UpstreamConnection } from '../upstream/index.js';
-import type { AppManifest } from '../apps/manifests.js';
 import type { ProxyContext } from './context.js';
+import { ConnectionAuthenticator, type Identity } from './authentication.js';
 import { helloReply, runLocalCommand, MAX_POLICY_WIRE_VERSION, type LocalCommandContext } from './local-commands.js';
 
 /** Commands are decoded without promoting values so that a re-encoded command is byte-identical. */
@@ -43,7 +49,10 @@ export class ClientConnection {
   private draining = false;
   private closed = false;
   private held: HeldConnection | undefined;
-  private app: AppManifest | undefined;
+  /** Who this connection is (issue 3 item 1): set by the handshake's appName or by saslStart. */
+  private readonly auth: ConnectionAuthenticator;
+  /** Closes the connection if it stays unauthenticated and silent (DESIGN.md rule 7). */
+  private preAuthIdleTimer: NodeJS.Timeout | undefined;
   private readonly closedPromise: Promise<void>;
   private resolveClosed!: () => void;
 
@@ -53,8 +62,16 @@ export class ClientConnection {
     readonly id: number,
   ) {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    this.framer = new MessageFramer(ctx.limits.maxMessageSize);
+    // Until the connection authenticates, only small messages are read (raised in onAuthenticated).
+    this.framer = new MessageFramer(ctx.limits.preAuthMaxMessageSize);
     this.log = ctx.logger.child({ conn: id });
+    this.auth = new ConnectionAuthenticator({
+      apps: ctx.apps,
+      logger: this.log,
+      now: ctx.now,
+      onAuthenticated: (identity) => this.onAuthenticated(identity),
+    });
+    this.armPreAuthIdleTimer();
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve));
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -66,7 +83,34 @@ export class ClientConnection {
 
   /** The app this connection acts as, if any. */
   get appSlug(): string | undefined {
-    return this.app?.slug;
+    return this.auth.identity?.app.slug;
+  }
+
+  /** The authenticated identity (app, sub, roles), if any. */
+  get identity(): Identity | undefined {
+    return this.auth.identity;
+  }
+
+  private onAuthenticated(identity: Identity): void {
+    this.framer.maxMessageSize = this.ctx.limits.maxMessageSize;
+    clearTimeout(this.preAuthIdleTimer);
+    this.preAuthIdleTimer = undefined;
+    this.log = this.ctx.logger.child({ conn: this.id, app_id: identity.app.slug });
+  }
+
+  /**
+   * (Re)starts the pre-auth idle timer. Driver monitoring connections never authenticate but send a
+   * hello every heartbeat (10 s by default), so any whole message counts as activity.
+   */
+  private armPreAuthIdleTimer(): void {
+    const ms = this.ctx.limits.preAuthIdleTimeoutMS;
+    if (ms <= 0 || this.auth.identity || this.closed) return;
+    clearTimeout(this.preAuthIdleTimer);
+    this.preAuthIdleTimer = setTimeout(() => {
+      this.log.info({ idle_ms: ms }, 'closing a connection that did not authenticate and sent nothing');
+      this.close('idle before authentication');
+    }, ms);
+    this.preAuthIdleTimer.unref();
   }
 
   /** Resolves when the connection is closed. */
@@ -89,6 +133,7 @@ export class ClientConnection {
     if (this.closed) return;
     this.closed = true;
     this.queue.length = 0;
+    clearTimeout(this.preAuthIdleTimer);
     if (this.held) {
       this.held.pool.release(this.held.conn);
       this.held = undefined;
@@ -125,6 +170,7 @@ export class ClientConnection {
       }
     }
     if (messages.length === 0) return;
+    if (this.preAuthIdleTimer) this.armPreAuthIdleTimer();
     this.queue.push(...messages);
     if (this.queue.length > MAX_QUEUED_MESSAGES) this.socket.pause();
     if (!this.processing) void this.pump();
@@ -163,10 +209,11 @@ export class ClientConnection {
         case OpCode.MSG:
           return await this.handleOpMsg(msg);
         case OpCode.QUERY:
-          return this.handleOpQuery(msg);
+          return await this.handleOpQuery(msg);
         case OpCode.COMPRESSED:
           if (compressed) throw new WireError('nested OP_COMPRESSED', 17, 'ProtocolError', 'close');
-          return await this.handleMessage(await decompressMessage(msg, this.ctx.limits.maxMessageSize), true);
+          // The same limit as the framer's: small before authentication.
+          return await this.handleMessage(await decompressMessage(msg, this.framer.maxMessageSize), true);
         default:
           throw new WireError(`unsupported opcode ${opCode}`, 17, 'ProtocolError', 'close');
       }
@@ -216,7 +263,7 @@ export class ClientConnection {
     this.socket.write(bytes);
   }
 
-  private handleOpQuery(msg: Buffer): void {
+  private async handleOpQuery(msg: Buffer): Promise<void> {
     const query = parseOpQuery(msg);
     let cmd: Document = deserialize(query.query, DECODE_OPTIONS);
     if (cmd.$query && typeof cmd.$query === 'object') cmd = cmd.$query as Document;
@@ -228,21 +275,26 @@ export class ClientConnection {
         352,
       );
     }
-    this.noteClientMetadata(cmd);
-    this.reply(OpCode.QUERY, query.requestId, helloReply(cmd, name, this.localContext()));
+    const extra = await this.auth.onHello(cmd);
+    this.reply(OpCode.QUERY, query.requestId, { ...helloReply(cmd, name, this.localContext()), ...extra });
   }
 
   private async handleOpMsg(msg: Buffer): Promise<void> {
     const parsed = parseOpMsg(msg);
     const moreToCome = (parsed.flags & MsgFlag.MORE_TO_COME) !== 0;
-    const cmd = deserialize(parsed.body, DECODE_OPTIONS);
+    const cmd = decodeDocument(parsed.body);
     const name = Object.keys(cmd)[0] ?? '';
     const spec = lookupCommand(name);
     if (!spec) throw commandError('CommandNotFound', `no such command: '${name}'`);
+    if (spec.refused) throw commandError(spec.refused, `${name} is not allowed by mdb-runtime. ${spec.help}`);
     const db = cmd.$db;
     if (typeof db !== 'string' || db.length === 0) {
       throw new CommandError('Location40571', 'OP_MSG requests require a $db argument', 40571);
     }
+    // ---- Identity gate (issue 3 item 1): unauthenticated connections run only pre-auth commands; an
+    // expired token gets ReauthenticationRequired (MONGODB-OIDC) or AuthenticationFailed. ----
+    this.auth.check(spec.name, spec.preAuth === true);
+    // ---- (scoping and RBAC of this.auth.identity attach here) ----
     if (spec.adminOnly && db !== 'admin') {
       throw commandError('Unauthorized', `${name} may only be run against the admin database.`);
     }
@@ -250,61 +302,97 @@ export class ClientConnection {
     this.log.debug({ cmd: spec.name, db, req: parsed.requestId }, 'command');
 
     if (spec.local) {
-      if (spec.local === 'hello') this.noteClientMetadata(cmd);
-      const reply = runLocalCommand(spec.local, cmd, name, this.localContext());
+      let reply: Document;
+      if (spec.local === 'sasl') reply = name === 'saslStart' ? await this.auth.saslStart(cmd) : this.auth.saslContinue(cmd);
+      else if (spec.local === 'hello') {
+        // Handshake fields first (appName, speculativeAuthenticate), then the reply that reflects them.
+        const extra = await this.auth.onHello(cmd);
+        reply = { ...runLocalCommand('hello', cmd, name, this.localContext()), ...extra };
+      } else reply = runLocalCommand(spec.local, cmd, name, this.localContext());
       if (!moreToCome) this.reply(OpCode.MSG, parsed.requestId, reply);
       return;
     }
-    await this.forward(msg, parsed, cmd, spec, moreToCome);
+    const identity = this.auth.identity;
+    if (!identity) {
+      // The two forwarded commands allowed before authentication: buildInfo holds no app data and goes
+      // upstream as sent; endSessions has no app's sessions to end.
+      if (spec.name === 'endSessions') {
+        if (!moreToCome) this.reply(OpCode.MSG, parsed.requestId, { ok: 1 });
+        return;
+      }
+      const reply = await this.roundTrip(await this.routeToPrimary(cmd, spec), msg, moreToCome);
+      if (reply && !this.closed) this.socket.write(readdressOpMsg(reply, this.replyIds.take(), parsed.requestId));
+      return;
+    }
+    // ---- Scoping (issue 3): the policy layer rewrites the command for the app, RBAC checks what it touches.
+    const scope = this.scopeFor(identity.app.slug, identity.app.exposeTag);
+    const rewritten = rewriteCommand(scope, spec, name, cmd, parsed.sequences);
+    authorize(identity.roles, rewritten.access, name);
+    await this.forward(scope, rewritten, parsed, cmd, spec, moreToCome);
   }
 
-  /** The client's handshake metadata stays here: it selects a dev app by appName, nothing more. */
-  private noteClientMetadata(cmd: Document): void {
-    const client = cmd.client as Document | undefined;
-    const appName = (client?.application as Document | undefined)?.name;
-    if (this.app === undefined && typeof appName === 'string') {
-      const app = this.ctx.findApp(appName);
-      if (app && !app.authRequired) {
-        this.app = app;
-        this.log = this.log.child({ app_id: app.slug });
-        this.log.info({ app_id: app.slug }, 'connection acts as app (selected by appName)');
-      }
+  private scope: AppScope | undefined;
+
+  /** The app's scope, built once per connection (a connection never changes app). */
+  private scopeFor(slug: string, exposeTag: boolean): AppScope {
+    if (this.scope?.slug !== slug || this.scope.exposeTag !== exposeTag) {
+      this.scope = makeScope(slug, this.ctx.scoping.database, this.ctx.scoping.tagField, exposeTag);
     }
+    return this.scope;
   }
 
   private localContext(): LocalCommandContext {
+    const identity = this.auth.identity;
     return {
       connectionId: this.id,
       remoteAddress: this.remoteAddress,
       upstreamMaxWireVersion: this.ctx.upstream.topology.maxWireVersion() ?? MAX_POLICY_WIRE_VERSION,
       maxMessageSize: this.ctx.limits.maxMessageSize,
       logicalSessionTimeoutMinutes: this.ctx.limits.logicalSessionTimeoutMinutes,
-      authenticatedUser: undefined,
+      authenticatedUser: identity ? { user: identity.sub ?? identity.app.slug, db: '$external' } : undefined,
+      authenticatedUserRoles: identity ? identity.roles.names.map((role) => ({ role, db: '$external' })) : [],
     };
   }
 
   private get owner(): string {
-    return this.app?.slug ?? '';
+    return this.auth.identity?.app.slug ?? '';
   }
 
-  private async forward(msg: Buffer, parsed: OpMsg, cmd: Document, spec: CommandSpec, moreToCome: boolean): Promise<void> {
+  private async forward(
+    scope: AppScope,
+    rewritten: RewrittenCommand,
+    parsed: OpMsg,
+    cmd: Document,
+    spec: CommandSpec,
+    moreToCome: boolean,
+  ): Promise<void> {
     const upstream = this.ctx.upstream;
     let address: string;
+    let plan: ReplyPlan = rewritten.reply;
     if (spec.target === 'cursor') {
-      if (spec.cursor === 'kills') return this.killCursors(msg, parsed, cmd, moreToCome);
+      if (spec.cursor === 'kills') return this.killCursors(scope, rewritten, parsed, cmd, moreToCome);
       const id = toBigInt(cmd.getMore);
-      const entry = id === undefined ? undefined : upstream.cursors.lookup(id, this.owner);
+      // Another app's cursor does not exist for this one (DESIGN.md rule 5).
+      const entry = id === undefined ? undefined : upstream.cursors.lookup(id, scope.slug);
       if (!entry) throw commandError('CursorNotFound', `cursor id ${String(id ?? cmd.getMore)} not found`);
       address = entry.address;
+      plan = { kind: 'cursor', view: entry.view as CursorView, collections: rewritten.reply.collections };
     } else {
       address = await this.routeToPrimary(cmd, spec);
     }
 
-    const reply = await this.roundTrip(address, msg, moreToCome);
+    const out = encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, encodeDocument(rewritten.body), rewritten.sequences);
+    const reply = await this.roundTrip(address, out, moreToCome);
     if (!reply) return;
-    if (spec.cursor) this.trackCursors(spec, cmd, reply, address);
+    const replyMsg = parseOpMsg(reply);
+    if (spec.cursor && plan.kind === 'cursor') this.trackCursors(spec, cmd, replyMsg.body, address, scope.slug, plan.view);
     if (this.closed) return;
-    this.socket.write(readdressOpMsg(reply, this.replyIds.take(), parsed.requestId));
+    const body = rewriteReply(scope, plan, replyMsg.body);
+    this.socket.write(
+      body === replyMsg.body
+        ? readdressOpMsg(reply, this.replyIds.take(), parsed.requestId)
+        : encodeOpMsg(this.replyIds.take(), parsed.requestId, 0, body),
+    );
   }
 
   /** The writable server, or the one this command's transaction is pinned to. */
@@ -378,9 +466,8 @@ export class ClientConnection {
     }
   }
 
-  /** Records cursors opened by a reply, and forgets those a reply says are exhausted. */
-  private trackCursors(spec: CommandSpec, cmd: Document, reply: Buffer, address: string): void {
-    const body = parseOpMsg(reply).body;
+  /** Records cursors opened by a reply (with their owner and view), and forgets exhausted ones. */
+  private trackCursors(spec: CommandSpec, cmd: Document, body: Buffer, address: string, owner: string, view: CursorView): void {
     const cursor = findElement(body, 0, 'cursor');
     const cursors = this.ctx.upstream.cursors;
     if (!cursor || cursor.type !== BsonType.DOCUMENT) {
@@ -393,7 +480,7 @@ export class ClientConnection {
     }
     const idEl = findElement(body, cursor.valueStart, 'id');
     const id = idEl?.type === BsonType.INT64 ? body.readBigInt64LE(idEl.valueStart) : 0n;
-    if (spec.cursor === 'opens' && id !== 0n) cursors.register(id, address, this.owner);
+    if (spec.cursor === 'opens' && id !== 0n) cursors.register(id, address, owner, view);
     if (spec.cursor === 'continues' && id === 0n) {
       const requested = toBigInt(cmd.getMore);
       if (requested !== undefined) cursors.remove(requested);
@@ -401,39 +488,34 @@ export class ClientConnection {
   }
 
   /**
-   * killCursors for cursors this connection's owner holds goes to the servers that opened them; ids it
-   * does not hold are reported not found without reaching the upstream.
+   * killCursors: only cursors the app holds reach the upstream (each on the server that opened it);
+   * any other id is reported not found, as if it did not exist.
    */
-  private async killCursors(msg: Buffer, parsed: OpMsg, cmd: Document, moreToCome: boolean): Promise<void> {
+  private async killCursors(scope: AppScope, rewritten: RewrittenCommand, parsed: OpMsg, cmd: Document, moreToCome: boolean): Promise<void> {
     const ids = Array.isArray(cmd.cursors) ? cmd.cursors : [];
     const registry = this.ctx.upstream.cursors;
     const byAddress = new Map<string, Long[]>();
     const notFound: Long[] = [];
     for (const raw of ids) {
       const id = toBigInt(raw);
-      const entry = id === undefined ? undefined : registry.lookup(id, this.owner);
-      if (!entry || id === undefined) {
-        if (raw instanceof Long) notFound.push(raw);
-        else if (id !== undefined) notFound.push(Long.fromBigInt(id));
+      if (id === undefined) continue;
+      const entry = registry.lookup(id, scope.slug);
+      if (!entry) {
+        notFound.push(Long.fromBigInt(id));
         continue;
       }
       const group = byAddress.get(entry.address) ?? [];
-      group.push(raw instanceof Long ? raw : Long.fromBigInt(id));
+      group.push(Long.fromBigInt(id));
       byAddress.set(entry.address, group);
     }
     for (const group of byAddress.values()) for (const id of group) registry.remove(id.toBigInt());
 
     const merged: Document = { cursorsKilled: [], cursorsNotFound: notFound, cursorsAlive: [], cursorsUnknown: [], ok: 1 };
-    const untouched = notFound.length === 0 && byAddress.size === 1;
     for (const [address, group] of byAddress) {
-      const out = untouched ? msg : encodeOpMsg(0, 0, parsed.flags, serialize({ ...cmd, cursors: group }), parsed.sequences);
-      const reply = await this.roundTrip(address, out, moreToCome);
+      const body = encodeDocument({ ...rewritten.body, cursors: group });
+      const reply = await this.roundTrip(address, encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, body), moreToCome);
       if (!reply) continue;
-      if (untouched) {
-        if (!this.closed) this.socket.write(readdressOpMsg(reply, this.replyIds.take(), parsed.requestId));
-        return;
-      }
-      const doc = deserialize(parseOpMsg(reply).body, DECODE_OPTIONS);
+      const doc = decodeDocument(rewriteReply(scope, rewritten.reply, parseOpMsg(reply).body));
       if (Number(doc.ok) !== 1) {
         if (!moreToCome) this.reply(OpCode.MSG, parsed.requestId, doc);
         return;

@@ -14,7 +14,11 @@ export interface LocalCommandContext {
   maxMessageSize: number;
   logicalSessionTimeoutMinutes: number;
   authenticatedUser: { user: string; db: string } | undefined;
+  authenticatedUserRoles: { role: string; db: string }[];
 }
+
+/** Local commands answered here; 'sasl' goes to the connection's authenticator. */
+export type SyncLocalHandler = Exclude<LocalHandler, 'sasl'>;
 
 /**
  * The handshake reply, as a mongos (DESIGN.md rule 1): msg "isdbgrid" so drivers pin transactions and
@@ -42,12 +46,12 @@ export function helloReply(cmd: Document, commandName: string, ctx: LocalCommand
   return reply;
 }
 
-const HANDLERS: Record<LocalHandler, (cmd: Document, name: string, ctx: LocalCommandContext) => Document> = {
+const HANDLERS: Record<SyncLocalHandler, (cmd: Document, name: string, ctx: LocalCommandContext) => Document> = {
   hello: helloReply,
   ping: () => ({ ok: 1 }),
   connectionStatus: (cmd, _name, ctx) => {
     const users = ctx.authenticatedUser ? [ctx.authenticatedUser] : [];
-    const reply: Document = { authInfo: { authenticatedUsers: users, authenticatedUserRoles: [] }, ok: 1 };
+    const reply: Document = { authInfo: { authenticatedUsers: users, authenticatedUserRoles: ctx.authenticatedUserRoles }, ok: 1 };
     if (cmd.showPrivileges === true) (reply.authInfo as Document).authenticatedUserPrivileges = [];
     return reply;
   },
@@ -68,6 +72,6 @@ const HANDLERS: Record<LocalHandler, (cmd: Document, name: string, ctx: LocalCom
   whatsmyuri: (_cmd, _name, ctx) => ({ you: ctx.remoteAddress, ok: 1 }),
 };
 
-export function runLocalCommand(handler: LocalHandler, cmd: Document, name: string, ctx: LocalCommandContext): Document {
+export function runLocalCommand(handler: SyncLocalHandler, cmd: Document, name: string, ctx: LocalCommandContext): Document {
   return HANDLERS[handler](cmd, name, ctx);
 }

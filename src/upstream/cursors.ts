@@ -4,6 +4,8 @@ export interface CursorEntry {
   address: string;
   /** The app that opened it; other apps never see it. */
   owner: string;
+  /** How the policy layer shows this cursor's batches (opaque here). */
+  view: unknown;
   lastUsed: number;
 }
 
@@ -24,8 +26,8 @@ export class CursorRegistry {
     return this.cursors.size;
   }
 
-  register(id: bigint, address: string, owner: string): void {
-    this.cursors.set(id, { address, owner, lastUsed: Date.now() });
+  register(id: bigint, address: string, owner: string, view: unknown = undefined): void {
+    this.cursors.set(id, { address, owner, view, lastUsed: Date.now() });
   }
 
   /** The cursor if it exists and belongs to `owner`; anyone else's cursor does not exist. */

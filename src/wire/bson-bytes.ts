@@ -123,9 +123,9 @@ function valueSize(buf: Buffer, type: number, offset: number, end: number): numb
 
 /** Offset of the NUL ending the C string at `offset` inside a document, or InvalidBSON. */
 function keyEnd(buf: Buffer, offset: number, end: number, what: string): number {
-  const nul = offset < end ? buf.indexOf(0, offset) : -1;
-  if (nul < 0 || nul >= end) throw invalidBson(`unterminated ${what}`);
-  return nul;
+  // A plain loop: keys are short, and a native indexOf call per key costs more than it scans.
+  for (let i = offset; i < end; i++) if (buf[i] === 0) return i;
+  throw invalidBson(`unterminated ${what}`);
 }
 
 /** Checks that a whole document starts at `offset` of `buf`; returns the offset of its final NUL. */
@@ -184,4 +184,21 @@ export function firstKey(buf: Buffer, offset: number): string | undefined {
   if (end === offset + 4) return undefined;
   const nameEnd = keyEnd(buf, offset + 5, end, 'element name');
   return buf.toString('utf8', offset + 5, nameEnd);
+}
+
+/**
+ * Walks the whole document (every nested document and array, bounds-checked) and throws once nesting
+ * goes deeper than `limit` — before anything recursive (a BSON decoder) touches it. The server's own
+ * limit is 200 levels.
+ */
+export function checkNestingDepth(buf: Buffer, offset: number, limit: number): void {
+  const visit = (at: number, depth: number): void => {
+    if (depth > limit) {
+      throw new WireError(`BSONObj exceeds maximum nested object depth: ${limit}`, 15, 'Overflow', 'reply');
+    }
+    forEachElement(buf, at, (el) => {
+      if (el.type === BsonType.DOCUMENT || el.type === BsonType.ARRAY) visit(el.valueStart, depth + 1);
+    });
+  };
+  visit(offset, 1);
 }

@@ -7,3 +7,4 @@ export * from './opquery.js';
 export * from './compression.js';
 export * from './bson-bytes.js';
 export { crc32c } from './crc32c.js';
+export * from './bson-edit.js';

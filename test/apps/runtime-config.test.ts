@@ -53,6 +53,8 @@ const SAMPLES: Record<string, { yaml: string[]; text: string[]; pick: (c: Runtim
   'upstream.database': { yaml: ['db_file'], text: ['db_env', 'db_flag'], pick: (c) => c.upstream.database },
   log_level: { yaml: ['warn'], text: ['error', 'debug'], pick: (c) => c.logLevel },
   shutdown_grace_ms: { yaml: ['11'], text: ['12', '13'], pick: (c) => c.shutdownGraceMS },
+  pre_auth_idle_timeout_ms: { yaml: ['14'], text: ['15', '16'], pick: (c) => c.preAuthIdleTimeoutMS },
+  tag_field: { yaml: ['tag_file'], text: ['tag_env', 'tag_flag'], pick: (c) => c.tagField },
   'upstream.connect_timeout_ms': { yaml: ['21'], text: ['22', '23'], pick: (c) => c.upstream.connectTimeoutMS },
   'upstream.server_selection_timeout_ms': {
     yaml: ['31'],
@@ -120,6 +122,8 @@ describe('loadRuntimeConfig', () => {
       },
       logLevel: 'info',
       shutdownGraceMS: 10_000,
+      preAuthIdleTimeoutMS: 60_000,
+      tagField: 'app_id',
     } satisfies RuntimeConfig);
   });
 
@@ -345,17 +349,20 @@ describe('loadManifests', () => {
   it('accepts .yaml, .yml and .json manifests and ignores other files', () => {
     const dir = configDir({
       'apps/alpha.yaml': app('alpha', 'auth_required: false\n'),
-      'apps/beta.yml': app('beta'),
-      'apps/gamma.json': JSON.stringify({ slug: 'gamma', name: 'Gamma', auth_required: true }),
+      'apps/beta.yml': app('beta', 'auth:\n  jwt:\n    secret_env: BETA_SECRET\n'),
+      'apps/gamma.json': JSON.stringify({ slug: 'gamma', name: 'Gamma', auth_required: true, auth: { jwt: { secret_env: 'GAMMA_SECRET' } } }),
       'apps/README.md': '# not a manifest',
       'apps/delta.yaml.bak': 'slug: [broken',
     });
-    const manifests = loadManifests(dir);
+    const manifests = loadManifests(dir, { BETA_SECRET: 'b'.repeat(32) });
     expect(manifests.map(({ slug, name, authRequired }) => ({ slug, name, authRequired }))).toEqual([
       { slug: 'alpha', name: 'App alpha', authRequired: false },
       { slug: 'beta', name: 'App beta', authRequired: true },
       { slug: 'gamma', name: 'Gamma', authRequired: true },
     ]);
+    // GAMMA_SECRET is not set: gamma loads, but is unavailable (the proxy starts and logs why).
+    expect(manifests[1]!.unavailable).toBeUndefined();
+    expect(manifests[2]!.unavailable).toContain('the environment variable GAMMA_SECRET is not set');
     expect(manifests[2]!.file).toBe(path.join(dir, 'apps', 'gamma.json'));
   });
 
@@ -391,7 +398,7 @@ describe('loadManifests', () => {
   });
 
   it('rejects the same slug declared twice (same name, two extensions)', () => {
-    const dir = configDir({ 'apps/dup.yaml': app('dup'), 'apps/dup.json': '{"slug": "dup"}' });
+    const dir = configDir({ 'apps/dup.yaml': app('dup', 'auth_required: false\n'), 'apps/dup.json': '{"slug": "dup", "auth_required": false}' });
     expect(configError(() => loadManifests(dir))).toBe(
       `${path.join(dir, 'apps', 'dup.yaml')}: slug: 'dup' is already declared by ${path.join(dir, 'apps', 'dup.json')}; keep one of the two files`,
     );

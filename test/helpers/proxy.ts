@@ -24,6 +24,8 @@ export interface TestProxyOptions {
   apps?: Record<string, string>;
   runtimeYaml?: string;
   logLevel?: string;
+  /** The proxy's clock (token expiry); default Date.now. */
+  now?: () => number;
 }
 
 /** A playground app (no auth required) that tests select with ?appName=playground. */
@@ -55,7 +57,7 @@ export async function startTestProxy(options: TestProxyOptions = {}): Promise<Te
       cb();
     },
   });
-  const runtime = await startRuntime(config, createLogger(config.logLevel, sink));
+  const runtime = await startRuntime(config, createLogger(config.logLevel, sink), options.now ? { now: options.now } : {});
   const port = runtime.proxyAddress.port;
   return {
     runtime,

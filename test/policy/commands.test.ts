@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { COMMANDS, commandHelp, lookupCommand } from '../../src/policy/commands.js';
+import { ErrorCodes } from '../../src/policy/errors.js';
+import { HANDLERS } from '../../src/policy/handlers/index.js';
 import { CommandError } from '../../src/policy/errors.js';
 
 const REQUIRED: Record<string, { local?: string; cursor?: string; target?: string }> = {
@@ -57,13 +59,31 @@ describe('command table', () => {
   );
 
   it.each([
-    'serverStatus', 'currentOp', 'killOp', 'listDatabases', 'dropDatabase', 'dbHash', 'dbStats', 'profile',
-    'createUser', 'dropUser', 'grantRolesToUser', 'createRole', 'mapReduce', 'eval', '$eval', 'applyOps',
-    'fsync', 'setParameter', 'getParameter', 'getLog', 'shutdown', 'replSetGetStatus', 'saslStart',
-    'authenticate', 'logout', 'getCmdLineOpts', 'collMod', 'compact', 'validate', 'explain', '__proto__',
-    'constructor', 'toString', 'hasOwnProperty', '',
-  ])('does not allow %s', (name) => {
-    expect(lookupCommand(name)).toBeUndefined();
+    ['serverStatus', 13], ['currentOp', 13], ['killOp', 13], ['listDatabases', 13], ['dropDatabase', 13], ['dbHash', 13],
+    ['dbStats', 13], ['profile', 13], ['createUser', 13], ['dropUser', 13], ['grantRolesToUser', 13], ['createRole', 13],
+    ['usersInfo', 13], ['rolesInfo', 13], ['applyOps', 13], ['fsync', 13], ['setParameter', 13], ['getParameter', 13],
+    ['getLog', 13], ['shutdown', 13], ['replSetGetStatus', 13], ['authenticate', 13], ['logout', 13], ['getCmdLineOpts', 13],
+    ['compact', 13], ['validate', 13], ['killAllSessions', 13], ['collStats', 13],
+    ['mapReduce', 224], ['mapreduce', 224], ['eval', 224], ['$eval', 224],
+  ])('refuses %s with code %i', (name, code) => {
+    const spec = lookupCommand(name as string);
+    expect(spec?.refused).toBeDefined();
+    expect(ErrorCodes[spec!.refused!]).toBe(code);
+  });
+
+  it.each(['sasl', 'SaslStart', 'collMod', 'explain', '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'ServerStatus', ''])(
+    'does not know %s (CommandNotFound)',
+    (name) => {
+      expect(lookupCommand(name)).toBeUndefined();
+    },
+  );
+
+  it('has a policy handler for every forwarded command, and none for local or refused ones', () => {
+    for (const { name } of commandHelp()) {
+      const spec = lookupCommand(name)!;
+      const forwarded = !spec.local && !spec.refused;
+      expect(HANDLERS.has(name), name).toBe(forwarded);
+    }
   });
 
   it('names every entry with help text, once', () => {
@@ -75,12 +95,14 @@ describe('command table', () => {
     expect(names.sort()).toEqual([...COMMANDS.keys()].sort());
   });
 
-  it('only lets the handshake, ping, buildInfo, endSessions and introspection run before auth', () => {
-    const preAuth = commandHelp()
-      .map((h) => h.name)
-      .filter((n) => lookupCommand(n)!.preAuth)
-      .sort();
-    expect(preAuth).toEqual(['buildInfo', 'connectionStatus', 'endSessions', 'hello', 'ping', 'whatsmyuri']);
+  it('lets exactly hello/isMaster, ping, buildInfo, saslStart, saslContinue and endSessions run before auth (issue 3)', () => {
+    const preAuth = [...COMMANDS.keys()].filter((n) => lookupCommand(n)!.preAuth).sort();
+    expect(preAuth).toEqual(['buildInfo', 'buildinfo', 'endSessions', 'hello', 'isMaster', 'ismaster', 'ping', 'saslContinue', 'saslStart']);
+  });
+
+  it('answers SASL in the proxy (never forwarded)', () => {
+    expect(lookupCommand('saslStart')!.local).toBe('sasl');
+    expect(lookupCommand('saslContinue')!.local).toBe('sasl');
   });
 });
 

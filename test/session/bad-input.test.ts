@@ -22,9 +22,12 @@ let proxy: TestProxy;
 const db = uniqueDb('bad_input');
 const clients: RawClient[] = [];
 
+/** A raw connection acting as the playground app (selected by appName in the handshake). */
 async function open(): Promise<RawClient> {
   const c = await RawClient.connect(proxy.port);
   clients.push(c);
+  const hello = await c.command({ hello: 1, client: { application: { name: 'playground' } }, $db: 'admin' });
+  expect(hello.ok).toBe(1);
   return c;
 }
 

@@ -55,7 +55,7 @@ describe('handshake answered by the proxy as a mongos', () => {
   it('never forwards the client handshake or its metadata upstream', async () => {
     const marker = 'client-metadata-marker-7f3a';
     const before = relay.messages.length;
-    const client = await connect(`mongodb://127.0.0.1:${proxy.port}/?appName=${marker}`);
+    const client = await connect(proxy.uri('playground'), { driverInfo: { name: marker } });
     await client.db('admin').command({ ping: 1 });
     await client.db('handshake_test').collection('c').findOne({});
     await client.close();

@@ -20,6 +20,7 @@ describe('upstream connection failing mid-request', () => {
 
   it('closes the client connection (no reply, no hang) and keeps serving others', async () => {
     const raw = await RawClient.connect(proxy.port);
+    await raw.command({ hello: 1, client: { application: { name: 'playground' } }, $db: 'admin' });
     const cut = relay.cutNext('find');
     raw.send(opMsg({ find: 'c', filter: {}, $db: db }));
     await cut;

@@ -1,0 +1,57 @@
+import type { DocumentSequence } from '../wire/opmsg.js';
+import type { Access, AppScope, Doc } from './scope.js';
+
+/** A command as the policy layer receives it. */
+export interface CommandInput {
+  readonly scope: AppScope;
+  /** The name the client used (an alias resolves to the same handler). */
+  readonly name: string;
+  readonly body: Doc;
+  /** The app's `$db`, remembered to map names back in replies. */
+  readonly appDb: string;
+  /** Kind-1 sections, raw. */
+  readonly sequences: readonly DocumentSequence[];
+}
+
+/**
+ * How the data plane treats the reply (and, for cursors, every later getMore batch):
+ * - `plain`: names in error messages and writeErrors mapped back;
+ * - `cursor`: cursor.ns mapped back and the tag stripped from each document (`view` says which kind of
+ *   documents the cursor returns);
+ * - `findAndModify`: the tag stripped from `value`.
+ */
+export type ReplyPlan =
+  | { readonly kind: 'plain'; readonly appDb: string; readonly collections: readonly string[] }
+  | { readonly kind: 'cursor'; readonly view: CursorView; readonly collections: readonly string[] }
+  | { readonly kind: 'findAndModify'; readonly appDb: string; readonly collections: readonly string[] };
+
+/** What a cursor's batches hold, and how to show them to the app. */
+export type CursorView =
+  /** Documents of the app's collections: the tag is stripped unless exposed. */
+  | { readonly kind: 'documents'; readonly appDb: string }
+  /** listCollections entries: names mapped back; `names` filters by the app's names (listCollections filter on `name`). */
+  | { readonly kind: 'collections'; readonly appDb: string; readonly names?: NameFilter }
+  /** listIndexes entries: `ns` mapped back. */
+  | { readonly kind: 'indexes'; readonly appDb: string };
+
+/** A condition on collection names the proxy evaluates itself (the upstream only sees physical names). */
+export type NameFilter = (name: string) => boolean;
+
+export interface RewrittenCommand {
+  /** The body to send, `$db` and `lsid` still to be set by the orchestrator. */
+  body: Doc;
+  sequences: readonly DocumentSequence[];
+  /** Collections the command reads, writes or indexes (RBAC). */
+  access: Access[];
+  reply: ReplyPlan;
+}
+
+/** One command's policy: its own fields (generic arguments are common) and its pure rewrite. */
+export interface CommandHandler {
+  readonly fields: ReadonlySet<string>;
+  /** Kind-1 sequence identifiers the command accepts. */
+  readonly sequences?: ReadonlySet<string>;
+  rewrite(input: CommandInput): RewrittenCommand;
+}
+
+export const fieldSet = (...names: string[]): ReadonlySet<string> => new Set(names);

@@ -1,0 +1,44 @@
+import { stampAll } from '../../wire/bson-edit.js';
+import { FieldConflictError } from '../../wire/errors.js';
+import { commandError } from '../errors.js';
+import { fieldSet, type CommandHandler } from '../handler.js';
+import { isDoc } from '../scope.js';
+import { stampReplacement } from '../update.js';
+import { arrayField, targetOf, withCollection } from './common.js';
+
+/**
+ * insert: every document gets the app's tag, or is refused (BadValue) if it carries another value.
+ * Documents in a kind-1 sequence (what drivers send) are stamped at the byte level, never decoded.
+ */
+export const insert: CommandHandler = {
+  fields: fieldSet('documents', 'ordered'),
+  sequences: fieldSet('documents'),
+  rewrite(input) {
+    const { scope } = input;
+    const { logical, physical } = targetOf(input);
+    const body = withCollection(input, physical);
+    const documents = arrayField('insert', input.body, 'documents');
+    if (documents) {
+      body.documents = documents.map((doc, i) => {
+        if (!isDoc(doc)) throw commandError('TypeMismatch', `insert.documents.${i} must be an object`);
+        return stampReplacement(scope, doc, 'BadValue');
+      });
+    }
+    const sequences = input.sequences.map((seq) => {
+      try {
+        return { identifier: seq.identifier, documents: stampAll(seq.documents, scope.tagField, scope.slug) };
+      } catch (err) {
+        if (err instanceof FieldConflictError) {
+          throw commandError('BadValue', `field '${scope.tagField}' is set by mdb-runtime and must be '${scope.slug}' or absent`);
+        }
+        throw err;
+      }
+    });
+    return {
+      body,
+      sequences,
+      access: [{ action: 'write', collection: logical }],
+      reply: { kind: 'plain', appDb: input.appDb, collections: [logical] },
+    };
+  },
+};

@@ -1,0 +1,226 @@
+import { commandError, locationError } from './errors.js';
+import { physicalCollection, sameDatabase, typeName } from './namespace.js';
+import { scopeFilter, tagCondition } from './filter.js';
+import { isDoc, type Access, type AppScope, type Doc } from './scope.js';
+
+/** What rewriting a pipeline needs and what it learns (collections touched, for RBAC). */
+export interface PipelineContext {
+  readonly scope: AppScope;
+  /** The database the app named in `$db`: targets must stay in it. */
+  readonly appDb: string;
+  readonly access: Access[];
+}
+
+type StageRewriter = (ctx: PipelineContext, arg: unknown, where: string) => Doc[];
+
+/** Stages that transform the documents flowing through and touch no collection: allowed as they are. */
+const PASS_THROUGH = [
+  '$match', '$project', '$addFields', '$set', '$unset', '$group', '$sort', '$limit', '$skip', '$unwind',
+  '$count', '$bucket', '$bucketAuto', '$sortByCount', '$replaceRoot', '$replaceWith', '$sample', '$redact',
+  '$densify', '$fill', '$setWindowFields', '$documents', '$indexStats',
+];
+
+/** Stages that read or write other collections get their names mapped and their reads scoped. */
+const STAGES: ReadonlyMap<string, StageRewriter> = new Map<string, StageRewriter>([
+  ...PASS_THROUGH.map((name): [string, StageRewriter] => [name, (_ctx, arg) => [{ [name]: arg }]]),
+  ['$lookup', rewriteLookup],
+  ['$graphLookup', rewriteGraphLookup],
+  ['$unionWith', rewriteUnionWith],
+  ['$facet', rewriteFacet],
+  ['$out', rewriteOut],
+  ['$merge', rewriteMerge],
+  ['$geoNear', (_ctx, arg) => [{ $geoNear: arg }]],
+  ['$search', (_ctx, arg) => [{ $search: arg }]],
+  ['$vectorSearch', (_ctx, arg) => [{ $vectorSearch: arg }]],
+  ['$searchMeta', (_ctx, arg) => [{ $searchMeta: arg }]],
+  ['$changeStream', rewriteChangeStream],
+]);
+
+/** Stages that are refused outright: they see other apps, the server, or its sessions (DESIGN.md rule 6). */
+const REFUSED_STAGES = new Set([
+  '$currentOp', '$listSessions', '$listLocalSessions', '$planCacheStats', '$collStats', '$listSearchIndexes',
+  '$shardedDataDistribution', '$listCatalog', '$listClusterCatalog', '$querySettings', '$queryStats',
+  '$listSampledQueries', '$backupCursor', '$backupCursorExtend', '$changeStreamSplitLargeEvent',
+]);
+
+/** Stages the server requires first in a pipeline: the tag filter goes inside them, not before. */
+const MUST_BE_FIRST = new Set(['$geoNear', '$search', '$vectorSearch', '$searchMeta', '$documents', '$changeStream']);
+
+export interface ScopePipelineOptions {
+  /** True when the pipeline reads a collection (aggregate on a collection, a $lookup sub-pipeline...). */
+  readsCollection: boolean;
+  /**
+   * A view's stored pipeline keeps the tag in its output (queries on the view are scoped by it, and
+   * the reply strips it); every other pipeline drops the tag right where documents enter, so no stage
+   * ($group with $$ROOT, $facet, $lookup results...) ever shows it, unless the manifest exposes it.
+   */
+  view?: boolean;
+}
+
+/**
+ * Rewrites an aggregation pipeline: every stage checked against the allow-list, every collection it
+ * names mapped, and the tag filter put where documents enter from a collection (DESIGN.md rule 4).
+ */
+export function scopePipeline(ctx: PipelineContext, pipeline: unknown, where: string, options: ScopePipelineOptions): Doc[] {
+  if (!Array.isArray(pipeline)) {
+    throw commandError('TypeMismatch', `${where}: pipeline must be an array, found ${typeName(pipeline)}`);
+  }
+  const out: Doc[] = [];
+  pipeline.forEach((stage, i) => {
+    const at = `${where}[${i}]`;
+    if (!isDoc(stage)) throw commandError('TypeMismatch', `${at}: each pipeline stage must be an object`);
+    const names = Object.keys(stage);
+    if (names.length !== 1) {
+      throw locationError(40323, `${at}: A pipeline stage specification object must contain exactly one field.`);
+    }
+    const name = names[0]!;
+    if (REFUSED_STAGES.has(name)) throw commandError('Unauthorized', `${at}: ${name} is not allowed by mdb-runtime`);
+    const rewrite = STAGES.get(name);
+    if (!rewrite) throw locationError(40324, `${at}: Unrecognized pipeline stage name: '${name}'`);
+    if (i > 0 && MUST_BE_FIRST.has(name)) {
+      throw locationError(40602, `${at}: ${name} is only valid as the first stage in a pipeline`);
+    }
+    out.push(...rewrite(ctx, stage[name], at));
+  });
+  if (!options.readsCollection) return out;
+  return addTagFilter(ctx.scope, out, !options.view && !ctx.scope.exposeTag);
+}
+
+/**
+ * Puts the tag condition where documents enter (a leading $match, or inside a stage that must be
+ * first) and, with `hide`, drops the tag right after it.
+ */
+function addTagFilter(scope: AppScope, stages: Doc[], hide: boolean): Doc[] {
+  const first = stages[0];
+  const firstName = first ? Object.keys(first)[0]! : '';
+  const match = { $match: tagCondition(scope) };
+  const entering = (...head: Doc[]): Doc[] => [...head, ...(hide ? [{ $unset: scope.tagField }] : []), ...stages.slice(1)];
+  switch (firstName) {
+    case '$documents':
+      return stages; // documents come from the pipeline itself, not a collection
+    case '$geoNear': {
+      const arg = first![firstName];
+      if (!isDoc(arg)) return stages; // the server reports the malformed stage
+      return entering({ $geoNear: { ...arg, query: scopeFilter(scope, arg.query, '$geoNear.query') } });
+    }
+    case '$vectorSearch': {
+      const arg = first![firstName];
+      if (!isDoc(arg)) return stages;
+      return entering({ $vectorSearch: { ...arg, filter: scopeFilter(scope, arg.filter, '$vectorSearch.filter') } }, match);
+    }
+    case '$search':
+      // Atlas Search matches on its own index; the $match right after keeps only the app's documents.
+      return entering(first!, match);
+    case '$searchMeta':
+      // Its result is metadata over all documents it matched: it cannot be filtered afterwards.
+      throw commandError('Unauthorized', '$searchMeta is not allowed by mdb-runtime: its counts cannot be scoped to one app');
+    case '$changeStream':
+      // A collection-level change stream only sees the app's own physical collection.
+      return stages;
+    default:
+      return [match, ...(hide ? [{ $unset: scope.tagField }] : []), ...stages];
+  }
+}
+
+function targetCollection(ctx: PipelineContext, target: unknown, where: string): string {
+  if (isDoc(target)) {
+    sameDatabase(ctx.appDb, target.db, `${where}.db`);
+    return physicalCollection(ctx.scope, target.coll, `${where}.coll`);
+  }
+  return physicalCollection(ctx.scope, target, where);
+}
+
+function logical(target: unknown): string {
+  return String(isDoc(target) ? target.coll : target);
+}
+
+function stageArg(arg: unknown, where: string): Doc {
+  if (!isDoc(arg)) throw commandError('FailedToParse', `${where}: the stage argument must be an object, found ${typeName(arg)}`);
+  return arg;
+}
+
+function rewriteLookup(ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec = stageArg(arg, where);
+  const out: Doc = { ...spec };
+  if (spec.from !== undefined) {
+    out.from = targetCollection(ctx, spec.from, `${where}.from`);
+    ctx.access.push({ action: 'read', collection: logical(spec.from) });
+  }
+  // Both forms (localField/foreignField and pipeline) get a scoped sub-pipeline: the equality form
+  // with a pipeline is MongoDB 5.0+; a lookup without `from` reads only its own $documents.
+  out.pipeline = scopePipeline(ctx, spec.pipeline ?? [], `${where}.pipeline`, { readsCollection: spec.from !== undefined });
+  return [{ $lookup: out }];
+}
+
+function rewriteGraphLookup(ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec = stageArg(arg, where);
+  ctx.access.push({ action: 'read', collection: logical(spec.from) });
+  const stage = {
+    $graphLookup: {
+      ...spec,
+      from: targetCollection(ctx, spec.from, `${where}.from`),
+      restrictSearchWithMatch: scopeFilter(ctx.scope, spec.restrictSearchWithMatch, `${where}.restrictSearchWithMatch`),
+    },
+  };
+  // Its results have no sub-pipeline to drop the tag in: drop it from the array it fills.
+  const hide = !ctx.scope.exposeTag && typeof spec.as === 'string';
+  return hide ? [stage, { $unset: `${String(spec.as)}.${ctx.scope.tagField}` }] : [stage];
+}
+
+function rewriteUnionWith(ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec: Doc = typeof arg === 'string' ? { coll: arg } : stageArg(arg, where);
+  const out: Doc = { ...spec };
+  if (spec.coll !== undefined) {
+    out.coll = physicalCollection(ctx.scope, spec.coll, `${where}.coll`);
+    ctx.access.push({ action: 'read', collection: String(spec.coll) });
+  }
+  if (spec.db !== undefined) sameDatabase(ctx.appDb, spec.db, `${where}.db`);
+  delete out.db;
+  out.pipeline = scopePipeline(ctx, spec.pipeline ?? [], `${where}.pipeline`, { readsCollection: spec.coll !== undefined });
+  return [{ $unionWith: out }];
+}
+
+function rewriteFacet(ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec = stageArg(arg, where);
+  const out: Doc = {};
+  for (const [name, sub] of Object.entries(spec)) {
+    // Facet pipelines work on the documents already in the pipeline; their own $lookups are scoped.
+    out[name] = scopePipeline(ctx, sub, `${where}.${name}`, { readsCollection: false });
+  }
+  return [{ $facet: out }];
+}
+
+/** Before any stage that writes documents, the tag is forced to the app's value. */
+function stampStage(scope: AppScope): Doc {
+  return { $set: { [scope.tagField]: { $literal: scope.slug } } };
+}
+
+function rewriteOut(ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec: Doc = typeof arg === 'string' ? { coll: arg } : stageArg(arg, where);
+  sameDatabase(ctx.appDb, spec.db, `${where}.db`);
+  const coll = physicalCollection(ctx.scope, spec.coll, `${where}.coll`);
+  ctx.access.push({ action: 'write', collection: String(spec.coll) });
+  const out: Doc = { ...spec, db: ctx.scope.database, coll };
+  return [stampStage(ctx.scope), { $out: out }];
+}
+
+function rewriteMerge(ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec: Doc = typeof arg === 'string' ? { into: arg } : stageArg(arg, where);
+  const into = spec.into;
+  const coll = targetCollection(ctx, into, `${where}.into`);
+  ctx.access.push({ action: 'write', collection: logical(into) });
+  const out: Doc = { ...spec, into: { db: ctx.scope.database, coll } };
+  if (Array.isArray(spec.whenMatched)) {
+    // A whenMatched pipeline rewrites the target document: it leaves with the app's tag too.
+    out.whenMatched = [...(spec.whenMatched as unknown[]), stampStage(ctx.scope)];
+  }
+  return [stampStage(ctx.scope), { $merge: out }];
+}
+
+function rewriteChangeStream(_ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec = arg === undefined ? {} : stageArg(arg, where);
+  if (spec.allChangesForCluster === true) {
+    throw commandError('Unauthorized', `${where}: cluster-wide change streams are not allowed by mdb-runtime`);
+  }
+  return [{ $changeStream: spec }];
+}

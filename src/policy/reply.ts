@@ -1,0 +1,111 @@
+import { BsonType, findElement } from '../wire/bson-bytes.js';
+import { rewriteCursorReply, rewriteDocumentField, stripField } from '../wire/bson-edit.js';
+import { decodeDocument, encodeDocument } from './decode.js';
+import type { CursorView, ReplyPlan } from './handler.js';
+import { logicalCollection, logicalNamespace } from './namespace.js';
+import { isDoc, type AppScope, type Doc } from './scope.js';
+
+/**
+ * Rewrites a reply body for the app (pure; the data plane swaps the body). Replies that carry documents
+ * (cursor batches, findAndModify's `value`) are edited at the byte level; the rare replies that need a
+ * structural change (errors naming physical collections, listCollections, listIndexes) are decoded.
+ * Returns `body` itself when nothing changes.
+ */
+export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer): Buffer {
+  if (needsErrorMapping(body)) return mapErrors(scope, plan, body);
+  switch (plan.kind) {
+    case 'plain':
+      return body;
+    case 'findAndModify':
+      return scope.exposeTag ? body : rewriteDocumentField(body, 'value', (doc) => stripField(doc, scope.tagField));
+    case 'cursor':
+      return rewriteCursorBatch(scope, plan.view, body);
+  }
+}
+
+/** The reply to a cursor-opening command or a getMore, shown as the cursor's view says. */
+export function rewriteCursorBatch(scope: AppScope, view: CursorView, body: Buffer): Buffer {
+  if (needsErrorMapping(body)) return mapErrors(scope, { kind: 'plain', appDb: view.appDb, collections: [] }, body);
+  if (view.kind === 'documents') {
+    const ns = cursorNs(body);
+    return rewriteCursorReply(body, {
+      ns: ns === undefined ? undefined : logicalNamespace(scope, view.appDb, ns) ?? `${view.appDb}.$cmd`,
+      stripField: scope.exposeTag ? undefined : scope.tagField,
+    });
+  }
+  const reply = decodeDocument(body);
+  const cursor = reply.cursor;
+  if (!isDoc(cursor)) return body;
+  if (typeof cursor.ns === 'string') cursor.ns = logicalNamespace(scope, view.appDb, cursor.ns) ?? `${view.appDb}.$cmd`;
+  for (const key of ['firstBatch', 'nextBatch']) {
+    const batch = cursor[key];
+    if (!Array.isArray(batch)) continue;
+    cursor[key] = view.kind === 'collections' ? showCollections(scope, view, batch) : showIndexes(scope, view.appDb, batch);
+  }
+  return encodeDocument(reply);
+}
+
+function cursorNs(body: Buffer): string | undefined {
+  const cursor = findElement(body, 0, 'cursor');
+  if (!cursor || cursor.type !== BsonType.DOCUMENT) return undefined;
+  const ns = findElement(body, cursor.valueStart, 'ns');
+  if (!ns || ns.type !== BsonType.STRING) return undefined;
+  return body.toString('utf8', ns.valueStart + 4, ns.valueEnd - 1);
+}
+
+/** listCollections entries: only the app's, with its names; views show the app's source name. */
+function showCollections(scope: AppScope, view: Extract<CursorView, { kind: 'collections' }>, batch: unknown[]): Doc[] {
+  const out: Doc[] = [];
+  for (const entry of batch) {
+    if (!isDoc(entry) || typeof entry.name !== 'string') continue;
+    const name = logicalCollection(scope, entry.name);
+    if (name === undefined || (view.names && !view.names(name))) continue;
+    const shown: Doc = { ...entry, name };
+    if (isDoc(entry.options) && typeof entry.options.viewOn === 'string') {
+      shown.options = { ...entry.options, viewOn: logicalCollection(scope, entry.options.viewOn) ?? entry.options.viewOn };
+    }
+    if (isDoc(entry.idIndex) && typeof entry.idIndex.ns === 'string') {
+      shown.idIndex = { ...entry.idIndex, ns: logicalNamespace(scope, view.appDb, entry.idIndex.ns) ?? entry.idIndex.ns };
+    }
+    out.push(shown);
+  }
+  return out;
+}
+
+function showIndexes(scope: AppScope, appDb: string, batch: unknown[]): unknown[] {
+  return batch.map((index) =>
+    isDoc(index) && typeof index.ns === 'string' ? { ...index, ns: logicalNamespace(scope, appDb, index.ns) ?? index.ns } : index,
+  );
+}
+
+/** ok: 0, or write errors: messages may name physical collections. */
+function needsErrorMapping(body: Buffer): boolean {
+  const ok = findElement(body, 0, 'ok');
+  if (ok) {
+    const v = ok.type === BsonType.DOUBLE ? body.readDoubleLE(ok.valueStart) : ok.type === BsonType.INT32 ? body.readInt32LE(ok.valueStart) : 1;
+    if (v !== 1) return true;
+  }
+  return findElement(body, 0, 'writeErrors') !== undefined || findElement(body, 0, 'writeConcernError') !== undefined;
+}
+
+/**
+ * Replaces physical names in error messages with the app's: "<db>.<slug>_tasks" becomes
+ * "<appDb>.tasks", and a bare "<slug>_tasks" of a collection this command used becomes "tasks".
+ */
+function mapErrors(scope: AppScope, plan: ReplyPlan, body: Buffer): Buffer {
+  const appDb = plan.kind === 'cursor' ? plan.view.appDb : plan.appDb;
+  const names = [...plan.collections].sort((a, b) => b.length - a.length);
+  const map = (text: string): string => {
+    let out = text.split(`${scope.database}.${scope.prefix}`).join(`${appDb}.`);
+    for (const name of names) out = out.split(scope.prefix + name).join(name);
+    return out.split(`${scope.database}.`).join(`${appDb}.`);
+  };
+  const reply = decodeDocument(body);
+  const visit = (doc: Doc): void => {
+    for (const key of ['errmsg', 'errMsg']) if (typeof doc[key] === 'string') doc[key] = map(doc[key] as string);
+  };
+  visit(reply);
+  if (Array.isArray(reply.writeErrors)) for (const e of reply.writeErrors) if (isDoc(e)) visit(e);
+  if (isDoc(reply.writeConcernError)) visit(reply.writeConcernError);
+  return encodeDocument(reply);
+}

@@ -1,0 +1,88 @@
+import { commandError } from './errors.js';
+import { typeName } from './namespace.js';
+import { isDoc, type AppScope, type Doc } from './scope.js';
+
+/** Stages the server accepts in an update pipeline. */
+const UPDATE_PIPELINE_STAGES = new Set(['$addFields', '$set', '$project', '$unset', '$replaceRoot', '$replaceWith']);
+
+/** Update operators whose keys are paths (all of them but $rename also has paths as values). */
+const UPDATE_OPERATORS = new Set([
+  '$set', '$setOnInsert', '$unset', '$inc', '$mul', '$min', '$max', '$rename', '$currentDate',
+  '$push', '$addToSet', '$pop', '$pull', '$pullAll', '$bit',
+]);
+
+/** The field path an operator key touches at the top level: "app_id.x" and "app_id.$" touch app_id. */
+function touchesTag(scope: AppScope, path: string): boolean {
+  return path === scope.tagField || path.startsWith(scope.tagField + '.');
+}
+
+function immutable(scope: AppScope): never {
+  throw commandError(
+    'ImmutableField',
+    `Performing an update on the path '${scope.tagField}' would modify the immutable field '${scope.tagField}'`,
+  );
+}
+
+/**
+ * Guards the `u` of an update statement (or findAndModify's `update`) so the write keeps the app's tag:
+ * - operator updates may not touch the tag, except setting it to the app's own value;
+ * - replacement documents get the tag (or must already carry the app's value);
+ * - pipeline updates end with a stage that sets the tag, whatever the stages before did.
+ */
+export function guardUpdate(scope: AppScope, u: unknown, field: string): Doc | Doc[] {
+  if (Array.isArray(u)) return guardPipelineUpdate(scope, u, field);
+  if (!isDoc(u)) {
+    throw commandError('FailedToParse', `${field}: update must be an object or a pipeline, found ${typeName(u)}`);
+  }
+  const keys = Object.keys(u);
+  if (keys.length > 0 && keys[0]!.startsWith('$')) return guardOperatorUpdate(scope, u, field);
+  return stampReplacement(scope, u, 'ImmutableField');
+}
+
+function guardOperatorUpdate(scope: AppScope, u: Doc, field: string): Doc {
+  for (const [op, args] of Object.entries(u)) {
+    if (!op.startsWith('$')) {
+      throw commandError('FailedToParse', `${field}: unknown modifier: ${op}. Expected a valid update modifier or pipeline-style update specified as an array`);
+    }
+    if (!UPDATE_OPERATORS.has(op)) throw commandError('FailedToParse', `${field}: Unknown modifier: ${op}`);
+    if (!isDoc(args)) continue; // the server reports the malformed operand
+    for (const [path, value] of Object.entries(args)) {
+      const renamesOntoTag = op === '$rename' && typeof value === 'string' && touchesTag(scope, value);
+      if (renamesOntoTag) immutable(scope);
+      if (!touchesTag(scope, path)) continue;
+      // Setting the tag to the app's own value changes nothing and is what an honest replacement-by-$set does.
+      const setsOwnValue = (op === '$set' || op === '$setOnInsert') && path === scope.tagField && value === scope.slug;
+      if (!setsOwnValue) immutable(scope);
+    }
+  }
+  return u;
+}
+
+function guardPipelineUpdate(scope: AppScope, stages: unknown[], field: string): Doc[] {
+  const out: Doc[] = [];
+  for (const stage of stages) {
+    if (!isDoc(stage)) throw commandError('FailedToParse', `${field}: each update pipeline stage must be an object`);
+    const names = Object.keys(stage);
+    if (names.length !== 1 || !UPDATE_PIPELINE_STAGES.has(names[0]!)) {
+      throw commandError(
+        'InvalidOptions',
+        `${field}: ${names.join(', ') || 'an empty stage'} is not allowed to be used within an update`,
+      );
+    }
+    out.push(stage);
+  }
+  // Whatever the stages did to the tag (set, unset, replaced the root), the document leaves with ours.
+  out.push({ $set: { [scope.tagField]: { $literal: scope.slug } } });
+  return out;
+}
+
+/**
+ * Adds the tag to a document the app writes whole (replacement, upsert replacement), or checks that the
+ * tag it carries is the app's own. `code` is ImmutableField for updates, BadValue for inserts.
+ */
+export function stampReplacement(scope: AppScope, doc: Doc, code: 'ImmutableField' | 'BadValue'): Doc {
+  if (!Object.prototype.hasOwnProperty.call(doc, scope.tagField)) return { ...doc, [scope.tagField]: scope.slug };
+  if (doc[scope.tagField] === scope.slug) return doc;
+  if (code === 'ImmutableField') immutable(scope);
+  throw commandError('BadValue', `field '${scope.tagField}' is set by mdb-runtime and must be '${scope.slug}' or absent`);
+}

@@ -1,0 +1,226 @@
+import { Binary, deserialize, type Document } from 'bson';
+import type { Logger } from '../observability/logger.js';
+import type { AppManifest } from '../apps/manifests.js';
+import { APPNAME_MAX_BYTES, CLOCK_TOLERANCE_SECONDS, TokenError, looksLikeJwt, verifyAppToken, type AppLookup, type VerifiedToken } from '../apps/tokens.js';
+import { resolveRoles, type ResolvedRoles } from '../policy/rbac.js';
+import { CommandError, commandError } from '../policy/errors.js';
+
+/**
+ * Per-connection authentication (issue 3, item 1). A connection belongs to at most one app, chosen by
+ * a verified JWT given in one of three ways (DESIGN.md section 2):
+ *   - appName:      `client.application.name` in the handshake is a compact token;
+ *   - PLAIN:        saslStart on $external, payload "\0<slug>\0<token>";
+ *   - MONGODB-OIDC: saslStart (or the handshake's speculativeAuthenticate) with payload BSON {jwt}.
+ * An app whose manifest says auth_required: false is also selected by `appName=<slug>` alone ("dev").
+ *
+ * Failed authentications answer AuthenticationFailed with no detail; the reason goes to the log (never
+ * the token). Before authentication only the pre-auth commands of the command table run.
+ */
+
+export type Transport = 'appName' | 'PLAIN' | 'MONGODB-OIDC' | 'dev';
+
+export interface Identity {
+  readonly app: AppManifest;
+  readonly sub: string | undefined;
+  readonly roles: ResolvedRoles;
+  /** Milliseconds since the epoch (the token's exp); undefined for dev identities and tokens without exp. */
+  readonly expiresAt: number | undefined;
+  readonly transport: Transport;
+}
+
+export interface AuthenticatorOptions {
+  apps: AppLookup;
+  logger: Logger;
+  /** The clock (milliseconds since the epoch); tests move it to expire tokens. */
+  now: () => number;
+  /** Called each time the connection (re)authenticates. */
+  onAuthenticated?: (identity: Identity) => void;
+}
+
+/** The one reply to every failed authentication: the server's, with no detail. */
+const AUTH_FAILED = (): CommandError => commandError('AuthenticationFailed', 'Authentication failed.');
+const EXTERNAL_DB = '$external';
+export const SUPPORTED_MECHANISMS = ['PLAIN', 'MONGODB-OIDC'] as const;
+
+/** A failed attempt, with what the log needs. */
+class AuthFailure extends Error {
+  constructor(
+    message: string,
+    readonly app?: string,
+  ) {
+    super(message);
+  }
+}
+
+export class ConnectionAuthenticator {
+  private current: Identity | undefined;
+  /** Set when the handshake's appName carried a token that failed: later commands say so. */
+  private appNameError: string | undefined;
+  private sawClientMetadata = false;
+
+  constructor(private readonly options: AuthenticatorOptions) {}
+
+  get identity(): Identity | undefined {
+    return this.current;
+  }
+
+  /**
+   * The handshake (hello/isMaster, OP_MSG or OP_QUERY): reads appName (first client metadata only) and
+   * speculativeAuthenticate. Returns the fields to add to the hello reply.
+   */
+  async onHello(cmd: Document): Promise<Document> {
+    const extra: Document = {};
+    if (typeof cmd.saslSupportedMechs === 'string') extra.saslSupportedMechs = [...SUPPORTED_MECHANISMS];
+    const client = cmd.client;
+    if (!this.sawClientMetadata && isDocument(client)) {
+      this.sawClientMetadata = true;
+      const appName = isDocument(client.application) ? client.application.name : undefined;
+      if (typeof appName === 'string' && !this.current) await this.fromAppName(appName);
+    }
+    const speculative = cmd.speculativeAuthenticate;
+    if (isDocument(speculative)) {
+      // Only MONGODB-OIDC completes in one step; anything else is left to the saslStart that follows.
+      // A failed speculative attempt is not an error: the reply just omits the field and the driver
+      // authenticates normally (and its saslStart gets the AuthenticationFailed).
+      if (speculative.mechanism === 'MONGODB-OIDC' && speculative.saslStart !== undefined) {
+        try {
+          await this.authenticate('MONGODB-OIDC', typeof speculative.db === 'string' ? speculative.db : '', speculative.payload);
+          extra.speculativeAuthenticate = saslDone();
+        } catch (err) {
+          this.logFailure(err, 'MONGODB-OIDC', true);
+        }
+      }
+    }
+    return extra;
+  }
+
+  /** saslStart: PLAIN or MONGODB-OIDC (machine flow), both done in one step. */
+  async saslStart(cmd: Document): Promise<Document> {
+    const mechanism = typeof cmd.mechanism === 'string' ? cmd.mechanism : '';
+    try {
+      await this.authenticate(mechanism, typeof cmd.$db === 'string' ? cmd.$db : '', cmd.payload);
+    } catch (err) {
+      this.logFailure(err, mechanism, false);
+      throw AUTH_FAILED();
+    }
+    return { ...saslDone(), ok: 1 };
+  }
+
+  /** Every supported conversation ends in saslStart, so there is never one to continue. */
+  saslContinue(_cmd: Document): Document {
+    this.logFailure(new AuthFailure('saslContinue without a conversation (PLAIN and MONGODB-OIDC complete in saslStart)'), 'saslContinue', false);
+    throw AUTH_FAILED();
+  }
+
+  /**
+   * The gate before every command: throws unless `commandName` may run now. Pre-auth commands always
+   * may; the others need an identity whose token has not expired.
+   */
+  check(commandName: string, preAuth: boolean): void {
+    if (preAuth) return;
+    const identity = this.current;
+    if (!identity) {
+      if (this.appNameError) throw new CommandError('AuthenticationFailed', this.appNameError, 18);
+      throw commandError('Unauthorized', `command ${commandName} requires authentication`);
+    }
+    if (identity.expiresAt !== undefined && this.options.now() > identity.expiresAt + CLOCK_TOLERANCE_SECONDS * 1000) {
+      // MONGODB-OIDC drivers answer 391 by re-authenticating on this connection and retrying.
+      if (identity.transport === 'MONGODB-OIDC') {
+        throw commandError('ReauthenticationRequired', 'the token of this connection expired; re-authenticate (MONGODB-OIDC)');
+      }
+      throw commandError(
+        'AuthenticationFailed',
+        `token expired at ${new Date(identity.expiresAt).toISOString()}; connect again with a new token (or use MONGODB-OIDC, whose drivers refresh tokens)`,
+      );
+    }
+  }
+
+  private async fromAppName(appName: string): Promise<void> {
+    if (looksLikeJwt(appName)) {
+      try {
+        this.accept(await this.verify(appName), 'appName');
+      } catch (err) {
+        this.logFailure(err, 'appName', false);
+        this.appNameError =
+          Buffer.byteLength(appName) >= APPNAME_MAX_BYTES
+            ? `the token in appName is not valid: it is ${APPNAME_MAX_BYTES} bytes long, so the driver probably cut it ` +
+              `(appName is limited to ${APPNAME_MAX_BYTES} bytes); mint a shorter one with \`mdb-runtime token\`, or use ` +
+              'authMechanism=PLAIN (the token as password) for longer tokens'
+            : `the token in appName is not valid (the proxy log says why; appName is limited to ${APPNAME_MAX_BYTES} bytes, ` +
+              'use authMechanism=PLAIN for longer tokens)';
+      }
+      return;
+    }
+    const app = this.options.apps.get(appName);
+    if (app && !app.authRequired) {
+      this.accept({ app, sub: undefined, roles: resolveRoles(app.rbac, undefined), expiresAt: undefined, alg: 'none' }, 'dev');
+    }
+  }
+
+  /** Runs one mechanism; throws AuthFailure or TokenError. */
+  private async authenticate(mechanism: string, db: string, payload: unknown): Promise<void> {
+    if (!(SUPPORTED_MECHANISMS as readonly string[]).includes(mechanism)) {
+      throw new AuthFailure(
+        `mechanism ${JSON.stringify(mechanism)} is not supported; use authMechanism=PLAIN&authSource=$external (the token as password) or MONGODB-OIDC`,
+      );
+    }
+    if (db !== EXTERNAL_DB) throw new AuthFailure(`${mechanism} must run on $external (authSource=$external), not on ${JSON.stringify(db)}`);
+    if (!(payload instanceof Binary)) throw new AuthFailure('the SASL payload is not binary data');
+    const bytes = Buffer.from(payload.read(0, payload.length()));
+    if (mechanism === 'PLAIN') {
+      // RFC 4616: [authzid] NUL authcid NUL passwd; the user name is the slug, the password the token.
+      const parts = bytes.toString('utf8').split('\0');
+      if (parts.length !== 3) throw new AuthFailure('malformed PLAIN payload (expected authzid\\0user\\0token)');
+      const [authzid, user, token] = parts as [string, string, string];
+      if (authzid !== '' && authzid !== user) throw new AuthFailure(`PLAIN authzid '${authzid}' differs from the user name '${user}'`, user);
+      this.accept(await this.verify(token, user), 'PLAIN');
+      return;
+    }
+    let jwt: unknown;
+    try {
+      jwt = deserialize(bytes).jwt;
+    } catch {
+      throw new AuthFailure('the MONGODB-OIDC payload is not a BSON document');
+    }
+    if (typeof jwt !== 'string') {
+      throw new AuthFailure('MONGODB-OIDC payload has no jwt: only the machine flow is supported (a callback returning the token, e.g. OIDC_CALLBACK)');
+    }
+    this.accept(await this.verify(jwt), 'MONGODB-OIDC');
+  }
+
+  private verify(token: string, expectedApp?: string): Promise<VerifiedToken> {
+    return verifyAppToken(token, this.options.apps, { now: this.options.now(), ...(expectedApp !== undefined ? { expectedApp } : {}) });
+  }
+
+  /** Sets the identity; a connection never changes app (re-authentication must name the same one). */
+  private accept(verified: VerifiedToken, transport: Transport): void {
+    const previous = this.current;
+    if (previous && previous.app.slug !== verified.app.slug) {
+      throw new AuthFailure(`this connection belongs to app '${previous.app.slug}'; a token for '${verified.app.slug}' cannot take it over`, verified.app.slug);
+    }
+    const identity: Identity = { app: verified.app, sub: verified.sub, roles: verified.roles, expiresAt: verified.expiresAt, transport };
+    this.current = identity;
+    this.appNameError = undefined;
+    this.options.logger.info(
+      { app_id: identity.app.slug, transport, sub: identity.sub, roles: identity.roles.names, reauth: previous !== undefined },
+      previous ? 'connection re-authenticated' : 'connection authenticated',
+    );
+    this.options.onAuthenticated?.(identity);
+  }
+
+  private logFailure(err: unknown, mechanism: string, speculative: boolean): void {
+    if (!(err instanceof AuthFailure || err instanceof TokenError)) throw err;
+    this.options.logger.warn(
+      { app_id: err.app, mechanism, reason: err.message, ...(speculative ? { speculative: true } : {}) },
+      speculative ? 'speculative authentication failed' : 'authentication failed',
+    );
+  }
+}
+
+function saslDone(): Document {
+  return { conversationId: 1, done: true, payload: new Binary(Buffer.alloc(0)) };
+}
+
+function isDocument(v: unknown): v is Document {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Binary);
+}
