@@ -152,6 +152,7 @@ const TABLE: readonly CommandSpec[] = [
   { name: 'drop', help: 'Drops a collection.' },
   { name: 'renameCollection', help: 'Renames a collection within its database.', adminOnly: true, check: checkRenameWithinDatabase },
 
+  { name: 'explain', help: 'Explains a find, aggregate, count, distinct, update, delete or findAndModify as the app would run it.' },
   { name: 'killSessions', help: 'Kills logical sessions (the app\'s own, mapped like every lsid).' },
   { name: 'refreshSessions', help: 'Keeps logical sessions alive (the app\'s own, mapped like every lsid).' },
 

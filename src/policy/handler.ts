@@ -18,12 +18,14 @@ export interface CommandInput {
  * - `plain`: names in error messages and writeErrors mapped back;
  * - `cursor`: cursor.ns mapped back and the tag stripped from each document (`view` says which kind of
  *   documents the cursor returns);
- * - `findAndModify`: the tag stripped from `value`.
+ * - `findAndModify`: the tag stripped from `value`;
+ * - `explain`: every namespace in the plan mapped back.
  */
 export type ReplyPlan =
   | { readonly kind: 'plain'; readonly appDb: string; readonly collections: readonly string[] }
   | { readonly kind: 'cursor'; readonly view: CursorView; readonly collections: readonly string[] }
-  | { readonly kind: 'findAndModify'; readonly appDb: string; readonly collections: readonly string[] };
+  | { readonly kind: 'findAndModify'; readonly appDb: string; readonly collections: readonly string[] }
+  | { readonly kind: 'explain'; readonly appDb: string; readonly collections: readonly string[] };
 
 /** What a cursor's batches hold, and how to show them to the app. */
 export type CursorView =
@@ -32,7 +34,9 @@ export type CursorView =
   /** listCollections entries: names mapped back; `names` filters by the app's names (listCollections filter on `name`). */
   | { readonly kind: 'collections'; readonly appDb: string; readonly names?: NameFilter }
   /** listIndexes entries: `ns` mapped back. */
-  | { readonly kind: 'indexes'; readonly appDb: string };
+  | { readonly kind: 'indexes'; readonly appDb: string }
+  /** Change events of a collection change stream: `ns`/`to` mapped back, the tag stripped from documents. */
+  | { readonly kind: 'changeEvents'; readonly appDb: string };
 
 /** A condition on collection names the proxy evaluates itself (the upstream only sees physical names). */
 export type NameFilter = (name: string) => boolean;

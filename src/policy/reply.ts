@@ -20,7 +20,35 @@ export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer): Bu
       return scope.exposeTag ? body : rewriteDocumentField(body, 'value', (doc) => stripField(doc, scope.tagField));
     case 'cursor':
       return rewriteCursorBatch(scope, plan.view, body);
+    case 'explain':
+      return mapExplain(scope, plan.appDb, plan.collections, body);
   }
+}
+
+/** Physical names back to the app's, in any string of a reply. */
+function nameMapper(scope: AppScope, appDb: string, collections: readonly string[]): (text: string) => string {
+  const names = [...collections].sort((a, b) => b.length - a.length);
+  return (text) => {
+    let out = text.split(`${scope.database}.${scope.prefix}`).join(`${appDb}.`);
+    for (const name of names) out = out.split(scope.prefix + name).join(name);
+    return out.split(`${scope.database}.`).join(`${appDb}.`);
+  };
+}
+
+/** An explain reply names the physical namespace in many places (queryPlanner, stages, shards): map every string. */
+function mapExplain(scope: AppScope, appDb: string, collections: readonly string[], body: Buffer): Buffer {
+  const map = nameMapper(scope, appDb, collections);
+  const visit = (v: unknown): unknown => {
+    if (typeof v === 'string') return v === scope.database ? appDb : map(v);
+    if (Array.isArray(v)) return v.map(visit);
+    if (isDoc(v)) {
+      const out: Doc = {};
+      for (const [k, child] of Object.entries(v)) out[k] = visit(child);
+      return out;
+    }
+    return v;
+  };
+  return encodeDocument(visit(decodeDocument(body)) as Doc);
 }
 
 /** The reply to a cursor-opening command or a getMore, shown as the cursor's view says. */
@@ -40,7 +68,12 @@ export function rewriteCursorBatch(scope: AppScope, view: CursorView, body: Buff
   for (const key of ['firstBatch', 'nextBatch']) {
     const batch = cursor[key];
     if (!Array.isArray(batch)) continue;
-    cursor[key] = view.kind === 'collections' ? showCollections(scope, view, batch) : showIndexes(scope, view.appDb, batch);
+    cursor[key] =
+      view.kind === 'collections'
+        ? showCollections(scope, view, batch)
+        : view.kind === 'indexes'
+          ? showIndexes(scope, view.appDb, batch)
+          : showChangeEvents(scope, view.appDb, batch);
   }
   return encodeDocument(reply);
 }
@@ -72,6 +105,26 @@ function showCollections(scope: AppScope, view: Extract<CursorView, { kind: 'col
   return out;
 }
 
+/** Change events name the physical namespace (`ns`, and `to` for renames) and carry whole documents. */
+function showChangeEvents(scope: AppScope, appDb: string, batch: unknown[]): unknown[] {
+  const namespace = (ns: unknown): unknown =>
+    isDoc(ns) && typeof ns.coll === 'string' ? { ...ns, db: appDb, coll: logicalCollection(scope, ns.coll) ?? ns.coll } : isDoc(ns) ? { ...ns, db: appDb } : ns;
+  const hide = (doc: unknown): unknown => {
+    if (scope.exposeTag || !isDoc(doc)) return doc;
+    const { [scope.tagField]: _tag, ...rest } = doc;
+    return rest;
+  };
+  return batch.map((event) => {
+    if (!isDoc(event)) return event;
+    const shown: Doc = { ...event };
+    if (event.ns !== undefined) shown.ns = namespace(event.ns);
+    if (event.to !== undefined) shown.to = namespace(event.to);
+    if (event.fullDocument !== undefined) shown.fullDocument = hide(event.fullDocument);
+    if (event.fullDocumentBeforeChange !== undefined) shown.fullDocumentBeforeChange = hide(event.fullDocumentBeforeChange);
+    return shown;
+  });
+}
+
 function showIndexes(scope: AppScope, appDb: string, batch: unknown[]): unknown[] {
   return batch.map((index) =>
     isDoc(index) && typeof index.ns === 'string' ? { ...index, ns: logicalNamespace(scope, appDb, index.ns) ?? index.ns } : index,
@@ -93,13 +146,7 @@ function needsErrorMapping(body: Buffer): boolean {
  * "<appDb>.tasks", and a bare "<slug>_tasks" of a collection this command used becomes "tasks".
  */
 function mapErrors(scope: AppScope, plan: ReplyPlan, body: Buffer): Buffer {
-  const appDb = plan.kind === 'cursor' ? plan.view.appDb : plan.appDb;
-  const names = [...plan.collections].sort((a, b) => b.length - a.length);
-  const map = (text: string): string => {
-    let out = text.split(`${scope.database}.${scope.prefix}`).join(`${appDb}.`);
-    for (const name of names) out = out.split(scope.prefix + name).join(name);
-    return out.split(`${scope.database}.`).join(`${appDb}.`);
-  };
+  const map = nameMapper(scope, plan.kind === 'cursor' ? plan.view.appDb : plan.appDb, plan.collections);
   const reply = decodeDocument(body);
   const visit = (doc: Doc): void => {
     for (const key of ['errmsg', 'errMsg']) if (typeof doc[key] === 'string') doc[key] = map(doc[key] as string);

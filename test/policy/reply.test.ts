@@ -88,6 +88,40 @@ describe('reply rewriting', () => {
     expect(deserialize(rewriteReply(scope, plan, bare)).errmsg).toBe('collection tasks already exists');
   });
 
+  it('maps change events: namespaces back, the tag out of documents', () => {
+    const body = bytes({
+      cursor: {
+        nextBatch: [
+          { _id: { _data: 'x' }, operationType: 'insert', ns: { db: 'mdb_runtime', coll: 'app1_tasks' }, documentKey: { _id: 1 }, fullDocument: { _id: 1, a: 1, app_id: 'app1' } },
+          { _id: { _data: 'y' }, operationType: 'rename', ns: { db: 'mdb_runtime', coll: 'app1_tasks' }, to: { db: 'mdb_runtime', coll: 'app1_done' } },
+        ],
+        id: 5,
+        ns: 'mdb_runtime.app1_tasks',
+      },
+      ok: 1,
+    });
+    const out = deserialize(rewriteCursorBatch(scope, { kind: 'changeEvents', appDb: 'mine' }, body));
+    expect(out.cursor.ns).toBe('mine.tasks');
+    expect(out.cursor.nextBatch).toEqual([
+      { _id: { _data: 'x' }, operationType: 'insert', ns: { db: 'mine', coll: 'tasks' }, documentKey: { _id: 1 }, fullDocument: { _id: 1, a: 1 } },
+      { _id: { _data: 'y' }, operationType: 'rename', ns: { db: 'mine', coll: 'tasks' }, to: { db: 'mine', coll: 'done' } },
+    ]);
+  });
+
+  it('maps every namespace in an explain reply', () => {
+    const plan: ReplyPlan = { kind: 'explain', appDb: 'mine', collections: ['tasks'] };
+    const body = bytes({
+      queryPlanner: { namespace: 'mdb_runtime.app1_tasks', winningPlan: { stage: 'COLLSCAN' } },
+      command: { find: 'app1_tasks', filter: { app_id: 'app1' }, $db: 'mdb_runtime' },
+      ok: 1,
+    });
+    expect(deserialize(rewriteReply(scope, plan, body))).toEqual({
+      queryPlanner: { namespace: 'mine.tasks', winningPlan: { stage: 'COLLSCAN' } },
+      command: { find: 'tasks', filter: { app_id: 'app1' }, $db: 'mine' },
+      ok: 1,
+    });
+  });
+
   it('returns the same bytes when nothing changes', () => {
     const plain = bytes({ n: 1, ok: 1 });
     expect(rewriteReply(scope, { kind: 'plain', appDb: 'd', collections: [] }, plain)).toBe(plain);

@@ -240,6 +240,11 @@ describe('rewritten commands (exact output)', () => {
       { listCollections: 1, filter: { $and: [{ type: 'collection' }, { name: new BSONRegExp('^app1_') }] }, $db: DB },
     ],
     ['buildInfo', { buildInfo: 1, $db: 'admin' }, { buildInfo: 1, $db: DB }],
+    [
+      'explain of a find: the explained command is the scoped one',
+      { explain: { find: 'c', filter: { a: 1 } }, verbosity: 'queryPlanner', $db: 'x' },
+      { explain: { find: 'app1_c', filter: { a: 1, app_id: 'app1' } }, verbosity: 'queryPlanner', $db: DB },
+    ],
   ];
 
   it.each(cases)('%s', (_title, input, expected) => {
@@ -338,6 +343,9 @@ describe('refused forms', () => {
     ['a stage with two names', { aggregate: 'c', pipeline: [{ $match: {}, $limit: 1 }], cursor: {}, $db: 'x' }, 40323],
     ['$geoNear not first', { aggregate: 'c', pipeline: [{ $limit: 1 }, { $geoNear: {} }], cursor: {}, $db: 'x' }, 40602],
     ['explain', { aggregate: 'c', pipeline: [], explain: true, $db: 'x' }, 13],
+    ['explain of a refused command', { explain: { serverStatus: 1 }, $db: 'x' }, 13],
+    ['explain of an unknown field', { explain: { find: 'c', frob: 1 }, $db: 'x' }, 40415],
+    ['explain with $where', { explain: { find: 'c', filter: { $where: '1' } }, $db: 'x' }, 224],
     ['a view on a system collection', { create: 'v', viewOn: 'system.js', pipeline: [], $db: 'x' }, 73],
     ['renameCollection across databases', { renameCollection: 'x.a', to: 'y.b', $db: 'admin' }, 13],
     ['renameCollection to a system name', { renameCollection: 'x.a', to: 'x.system.users', $db: 'admin' }, 73],

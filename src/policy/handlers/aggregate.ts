@@ -26,18 +26,20 @@ export const aggregate: CommandHandler = {
       collections.push(logical);
       body = { ...withCollection(input, physical), pipeline: scopePipeline(ctx, cmd.pipeline, 'aggregate.pipeline', { readsCollection: true }) };
     } else {
-      const first = Array.isArray(cmd.pipeline) ? cmd.pipeline[0] : undefined;
-      if (Number(cmd.aggregate) !== 1 || !isDoc(first) || !('$documents' in first)) {
+      const head = Array.isArray(cmd.pipeline) ? cmd.pipeline[0] : undefined;
+      if (Number(cmd.aggregate) !== 1 || !isDoc(head) || !('$documents' in head)) {
         throw commandError('Unauthorized', 'database-level aggregate is allowed only for pipelines that start with $documents');
       }
       body = { ...cmd, pipeline: scopePipeline(ctx, cmd.pipeline, 'aggregate.pipeline', { readsCollection: false }) };
     }
     for (const a of access) if (!collections.includes(a.collection)) collections.push(a.collection);
+    const first = Array.isArray(cmd.pipeline) ? cmd.pipeline[0] : undefined;
+    const changeStream = isDoc(first) && '$changeStream' in first;
     return {
       body,
       sequences: [],
       access,
-      reply: { kind: 'cursor', view: { kind: 'documents', appDb: input.appDb }, collections },
+      reply: { kind: 'cursor', view: { kind: changeStream ? 'changeEvents' : 'documents', appDb: input.appDb }, collections },
     };
   },
 };

@@ -4,6 +4,7 @@ import { create, drop, listCollections, renameCollection } from './collections.j
 import { count, distinct } from './count.js';
 import { getMore, killCursors } from './cursors.js';
 import { deleteCommand } from './delete.js';
+import { explain } from './explain.js';
 import { find } from './find.js';
 import { findAndModify } from './find-and-modify.js';
 import { createIndexes, dropIndexes, listIndexes } from './indexes.js';
@@ -36,4 +37,5 @@ export const HANDLERS: ReadonlyMap<string, CommandHandler> = new Map<string, Com
   ['renameCollection', renameCollection],
   ['commitTransaction', transactionControl],
   ['abortTransaction', transactionControl],
+  ['explain', explain],
 ]);
