@@ -22,7 +22,19 @@ if [ -z "${MDB_UPSTREAM_URI:-}" ]; then
   done
   export MDB_UPSTREAM_URI="mongodb://127.0.0.1:$port"
 fi
+# The example task_manager app verifies tokens with TASK_MANAGER_JWT_SECRET: make one up for this run
+# (unless set) and print a token, so a client can connect as that app right away.
+if [ -z "${TASK_MANAGER_JWT_SECRET:-}" ]; then
+  TASK_MANAGER_JWT_SECRET=$(node -e "process.stdout.write(require('crypto').randomBytes(32).toString('base64url'))")
+  export TASK_MANAGER_JWT_SECRET
+fi
 node dist/cli/main.js serve --config ./config "$@" &
 proxy_pid=$!
+token=$(node dist/cli/main.js token task_manager --config ./config --ttl 8h 2>/dev/null || true)
+if [ -n "$token" ]; then
+  echo "dev.sh: connect as task_manager (token valid 8 h, for this run's secret):" >&2
+  echo "  mongodb://task_manager:$token@127.0.0.1:27100/?authMechanism=PLAIN&authSource=%24external" >&2
+  echo "dev.sh: or as the playground app (no token): mongodb://127.0.0.1:27100/?appName=playground" >&2
+fi
 trap 'kill -TERM $proxy_pid 2>/dev/null || true; wait $proxy_pid 2>/dev/null || true; kill ${upstream_pid:-} 2>/dev/null || true' EXIT INT TERM
 wait $proxy_pid

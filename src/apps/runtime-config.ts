@@ -263,7 +263,8 @@ function parseString(g: Given, spec: SettingSpec): string {
       }
       return value;
     case 'fieldName':
-      if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(value)) {
+      // _id cannot be the tag: every document of an app would share one _id.
+      if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(value) || value === '_id') {
         throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
       }
       return value;
@@ -285,7 +286,7 @@ function expectation(spec: SettingSpec): string {
     case 'int':
       return `an integer >= ${spec.min ?? 0}`;
     case 'fieldName':
-      return 'a top-level field name of letters, digits and _ (not starting with a digit), e.g. app_id';
+      return 'a top-level field name of letters, digits and _ (not starting with a digit, not _id), e.g. app_id';
   }
 }
 

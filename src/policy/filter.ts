@@ -8,16 +8,25 @@ export function tagCondition(scope: AppScope): Doc {
 }
 
 /**
- * Scopes a query filter to the app's documents. The tag condition is added as a top-level equality
- * (keeping `$text`, `$near` and friends at the top level where the server requires them); a filter that
- * already names the tag field is wrapped in `$and` so the app's own condition cannot replace ours.
- * An equality on the tag also makes upserts insert the tag.
+ * Scopes a query filter to the app's documents. The tag condition is always a top-level equality
+ * (keeping `$text`, `$near` and friends at the top level where the server requires them): an upsert
+ * takes the fields of the document it inserts from the filter's top-level equalities, and servers
+ * differ on equalities inside `$and` (FerretDB ignores them: with the tag there, it inserted a document
+ * without any tag). A filter whose tag condition is exactly ours stays as it is; any other condition
+ * the app puts on the tag moves into `$and`, where it can narrow ours but never replace it, and the rest
+ * of the filter stays where it was.
  */
 export function scopeFilter(scope: AppScope, filter: unknown, field: string): Doc {
   if (filter === undefined || filter === null) return tagCondition(scope);
   if (!isDoc(filter)) {
     throw commandError('TypeMismatch', `BSON field '${field}' is the wrong type '${typeName(filter)}', expected type 'object'`);
   }
-  if (!Object.prototype.hasOwnProperty.call(filter, scope.tagField)) return { ...filter, [scope.tagField]: scope.slug };
-  return { $and: [filter, tagCondition(scope)] };
+  const tag = scope.tagField;
+  if (!Object.prototype.hasOwnProperty.call(filter, tag)) return { ...filter, [tag]: scope.slug };
+  if (filter[tag] === scope.slug) return filter;
+  const { [tag]: theirs, ...rest } = filter;
+  const and = rest.$and;
+  // A malformed $and is the server's to report: the whole filter goes under a new one.
+  if (and !== undefined && !Array.isArray(and)) return { $and: [filter], [tag]: scope.slug };
+  return { ...rest, $and: [...(and ?? []), { [tag]: theirs }], [tag]: scope.slug };
 }

@@ -32,7 +32,6 @@ const STAGES: ReadonlyMap<string, StageRewriter> = new Map<string, StageRewriter
   ['$geoNear', (_ctx, arg) => [{ $geoNear: arg }]],
   ['$search', (_ctx, arg) => [{ $search: arg }]],
   ['$vectorSearch', (_ctx, arg) => [{ $vectorSearch: arg }]],
-  ['$searchMeta', (_ctx, arg) => [{ $searchMeta: arg }]],
   ['$changeStream', rewriteChangeStream],
 ]);
 
@@ -41,10 +40,13 @@ const REFUSED_STAGES = new Set([
   '$currentOp', '$listSessions', '$listLocalSessions', '$planCacheStats', '$collStats', '$listSearchIndexes',
   '$shardedDataDistribution', '$listCatalog', '$listClusterCatalog', '$querySettings', '$queryStats',
   '$listSampledQueries', '$backupCursor', '$backupCursorExtend', '$changeStreamSplitLargeEvent',
+  // Its result is metadata over every document the search matched: nothing can filter it afterwards,
+  // wherever it appears (first in a pipeline, or inside a $facet, which gets no tag filter of its own).
+  '$searchMeta',
 ]);
 
 /** Stages the server requires first in a pipeline: the tag filter goes inside them, not before. */
-const MUST_BE_FIRST = new Set(['$geoNear', '$search', '$vectorSearch', '$searchMeta', '$documents', '$changeStream']);
+const MUST_BE_FIRST = new Set(['$geoNear', '$search', '$vectorSearch', '$documents', '$changeStream']);
 
 export interface ScopePipelineOptions {
   /** True when the pipeline reads a collection (aggregate on a collection, a $lookup sub-pipeline...). */
@@ -111,9 +113,6 @@ function addTagFilter(scope: AppScope, stages: Doc[], hide: boolean): Doc[] {
     case '$search':
       // Atlas Search matches on its own index; the $match right after keeps only the app's documents.
       return entering(first!, match);
-    case '$searchMeta':
-      // Its result is metadata over all documents it matched: it cannot be filtered afterwards.
-      throw commandError('Unauthorized', '$searchMeta is not allowed by mdb-runtime: its counts cannot be scoped to one app');
     case '$changeStream':
       // A collection-level change stream only sees the app's own physical collection.
       return stages;

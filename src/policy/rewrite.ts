@@ -31,9 +31,17 @@ export function rewriteCommand(
   }
   refuseServerJavaScript(body, name);
   const out = handler.rewrite({ scope, name, body, appDb, sequences });
+  // Aliases go upstream under the canonical name: every server knows it (not every one the alias).
+  if (name !== spec.name) out.body = renameFirstKey(out.body, name, spec.name);
   // Admin-only commands (renameCollection, transactions) run where the server wants them; everything
   // else runs in the shared physical database, whatever database the app named.
   out.body.$db = spec.adminOnly ? 'admin' : scope.database;
   if (body.lsid !== undefined) out.body.lsid = mapLsid(scope, body.lsid, 'lsid');
   return out;
+}
+
+function renameFirstKey(body: Doc, from: string, to: string): Doc {
+  const renamed: Doc = {};
+  for (const [key, value] of Object.entries(body)) renamed[key === from ? to : key] = value;
+  return renamed;
 }

@@ -320,7 +320,10 @@ export class ClientConnection {
         if (!moreToCome) this.reply(OpCode.MSG, parsed.requestId, { ok: 1 });
         return;
       }
-      const reply = await this.roundTrip(await this.routeToPrimary(cmd, spec), msg, moreToCome);
+      // A fresh command, not the client's bytes: nothing of an unauthenticated client (session ids,
+      // transaction numbers, kind-1 sections) reaches the upstream.
+      const out = encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, encodeDocument({ buildInfo: 1, $db: 'admin' }));
+      const reply = await this.roundTrip(await this.routeToPrimary({}, spec), out, moreToCome);
       if (reply && !this.closed) this.socket.write(readdressOpMsg(reply, this.replyIds.take(), parsed.requestId));
       return;
     }

@@ -238,6 +238,25 @@ describe('loadRuntimeConfig', () => {
         expected: ['runtime.yaml:2:13: upstream.database', "1-63 letters, digits, '_' or '-'", 'found "my.db"'],
       },
       {
+        name: "tag field starting with '$'",
+        yaml: 'log_level: info\ntag_field: $x\n',
+        expected: [
+          'runtime.yaml:2:12: tag_field',
+          'expected a top-level field name of letters, digits and _ (not starting with a digit, not _id), e.g. app_id',
+          'found "$x"',
+        ],
+      },
+      {
+        name: 'tag field starting with a digit',
+        yaml: 'tag_field: 1a\n',
+        expected: ['runtime.yaml:1:12: tag_field', 'not starting with a digit', 'found "1a"'],
+      },
+      {
+        name: 'dotted tag field (not a top-level field)',
+        yaml: 'tag_field: app.id\n',
+        expected: ['runtime.yaml:1:12: tag_field', 'a top-level field name', 'found "app.id"'],
+      },
+      {
         name: 'section that is not a mapping',
         yaml: 'upstream: mongodb://db:27017\n',
         expected: ['runtime.yaml:1:11: upstream', 'expected a mapping of settings', 'found "mongodb://db:27017" (a string)'],
@@ -298,6 +317,10 @@ describe('loadRuntimeConfig', () => {
         /^MDB_LOG_LEVEL: expected one of trace, .*found 'verbose'$/,
       );
       expect(configError(() => loadRuntimeConfig({ config: dir }, { MDB_DATABASE: 'a/b' }))).toMatch(/^MDB_DATABASE: expected a database name.*found 'a\/b'$/);
+      expect(configError(() => loadRuntimeConfig({ config: dir }, { MDB_TAG_FIELD: '$x' }))).toMatch(/^MDB_TAG_FIELD: expected a top-level field name.*found '\$x'$/);
+      expect(configError(() => loadRuntimeConfig({ config: dir, tagField: '1a' }, {}))).toMatch(/^--tag-field: expected a top-level field name.*found '1a'$/);
+      // _id as the tag would give every document of an app the same _id.
+      expect(configError(() => loadRuntimeConfig({ config: dir, tagField: '_id' }, {}))).toMatch(/^--tag-field: expected .*not _id.*found '_id'$/);
       expect(configError(() => loadRuntimeConfig({ config: dir, poolMaxSize: '0' }, {}))).toBe(
         "--pool-max-size: expected an integer >= 1, found '0'",
       );

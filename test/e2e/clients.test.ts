@@ -1,7 +1,15 @@
 import fs from 'node:fs';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { MongoClient } from 'mongodb';
-import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import {
+  expectNothingUnderLogicalNames,
+  physicalCollectionsOf,
+  physicalName,
+  readPhysical,
+  sandboxOf,
+  type Sandbox,
+} from '../helpers/physical.js';
 import { WireRelay } from '../helpers/relay.js';
 import { runNodeWorkloadAt, WORKLOAD_BATCH_SIZE, WORKLOAD_DOCS, type WorkloadSummary } from './workloads/workload.js';
 import {
@@ -13,43 +21,62 @@ import {
 } from './workloads/run.js';
 
 /**
- * Real clients (Node driver, PyMongo, mongosh) run the same workload through the proxy and directly
- * against the upstream; their reports must be equal to each other and to the workload's definition.
- * A wire tap between each client and the proxy proves how the client spoke (kind-1 inserts, getMore).
+ * Real clients (Node driver, PyMongo, mongosh) run the same workload through the proxy, as the
+ * playground app, and directly against a fresh database of the upstream; their reports must be equal
+ * to each other and to the workload's definition (issue 3, 7(c): the transparency test). A wire tap
+ * between each client and the proxy proves how the client spoke (kind-1 inserts, getMore), and the
+ * upstream is read directly afterwards: the app's data is in its physical collections, tagged, and
+ * nothing is stored under the names the app used.
  */
 
-let proxy: TestProxy;
-let tap: WireRelay;
 let direct: MongoClient;
 let home: string;
 const databases: string[] = [];
 
+/** One run's proxy (with its own physical database, so the app's sandbox starts empty) and tap. */
+interface ProxyRun {
+  proxy: TestProxy;
+  tap: WireRelay;
+  sandbox: Sandbox;
+}
+let current: ProxyRun | undefined;
+
 beforeAll(async () => {
-  proxy = await startTestProxy();
-  tap = await WireRelay.start({ port: proxy.port });
   direct = await connect(inject('upstreamUri'));
   home = scratchHome();
+});
+
+afterEach(async () => {
+  await current?.tap.close();
+  await current?.proxy.stop();
+  current = undefined;
 });
 
 afterAll(async () => {
   for (const db of databases) await direct?.db(db).dropDatabase().catch(() => undefined);
   await direct?.close();
-  await tap?.close();
-  await proxy?.stop();
   if (home) fs.rmSync(home, { recursive: true, force: true });
 });
 
-/** Two fresh databases: one the client uses through the proxy, one directly on the upstream. */
-function freshDatabases(client: string): { viaProxy: string; viaUpstream: string } {
-  tap.messages.length = 0;
+/**
+ * A fresh run: a proxy whose shared physical database is new (a fresh sandbox for the playground app,
+ * as the direct run gets a fresh database), a tap in front of it, the logical database the client
+ * names through the proxy, and the database the direct run uses.
+ */
+async function freshRun(client: string): Promise<ProxyRun & { viaProxy: string; viaUpstream: string }> {
+  const physical = uniqueDb(`e2e_${client}_physical`);
   const viaProxy = uniqueDb(`e2e_${client}_proxy`);
   const viaUpstream = uniqueDb(`e2e_${client}_direct`);
-  databases.push(viaProxy, viaUpstream);
-  return { viaProxy, viaUpstream };
+  databases.push(physical, viaProxy, viaUpstream);
+  const proxy = await startTestProxy({ runtimeYaml: runtimeYamlWithDatabase(physical) });
+  const tap = await WireRelay.start({ port: proxy.port });
+  current = { proxy, tap, sandbox: sandboxOf(proxy, 'playground') };
+  expect(current.sandbox.database).toBe(physical);
+  return { ...current, viaProxy, viaUpstream };
 }
 
 /** The proxy, reached through the tap, as the playground app (selected by appName). */
-function proxyUri(db = ''): string {
+function proxyUri(tap: WireRelay, db = ''): string {
   return `mongodb://127.0.0.1:${tap.port}/${db}?appName=playground`;
 }
 
@@ -57,19 +84,30 @@ function proxyUri(db = ''): string {
  * Checks the run's reports and what the clients left behind, and that the client really used kind-1
  * document sequences for insert_many and getMore (batchSize 7) for the big find.
  */
-async function checkRun(viaProxy: string, viaUpstream: string, throughProxy: WorkloadSummary, directly: WorkloadSummary): Promise<void> {
+async function checkRun(
+  run: ProxyRun & { viaProxy: string; viaUpstream: string },
+  throughProxy: WorkloadSummary,
+  directly: WorkloadSummary,
+): Promise<void> {
+  const { tap, sandbox, viaProxy, viaUpstream } = run;
   const expected = expectedWorkloadSummary();
   expect(directly).toEqual(expected);
   expect(throughProxy).toEqual(directly);
 
-  // What is in the database afterwards (read directly from the upstream, not through the proxy).
-  for (const db of [viaProxy, viaUpstream]) {
-    const names = (await direct.db(db).listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
-    expect(names, `collections left in ${db}`).toEqual(['log']);
-    expect(await direct.db(db).collection('log').find({}, { projection: { _id: 0 } }).toArray()).toEqual([
-      { step: 'start', client: 'workload' },
-    ]);
-  }
+  // What is in the databases afterwards (read directly from the upstream, not through the proxy).
+  // Direct run: the workload's database holds its log, untagged.
+  const leftDirectly = (await direct.db(viaUpstream).listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
+  expect(leftDirectly, `collections left in ${viaUpstream}`).toEqual(['log']);
+  expect(await direct.db(viaUpstream).collection('log').find({}, { projection: { _id: 0 } }).toArray()).toEqual([
+    { step: 'start', client: 'workload' },
+  ]);
+  // Proxy run: the same, in the app's physical collections, every document tagged as the app ...
+  expect(await physicalCollectionsOf(direct, sandbox)).toEqual(['log']);
+  expect(await readPhysical(direct, sandbox, 'log', { withoutId: true })).toEqual([{ step: 'start', client: 'workload' }]);
+  // ... and nothing at all under the names the client used.
+  await expectNothingUnderLogicalNames(direct, sandbox, viaProxy, ['items', 'log']);
+  const physicalNames = (await direct.db(sandbox.database).listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name);
+  expect(physicalNames, `collections in ${sandbox.database}`).toEqual([physicalName(sandbox.app, 'log')]);
 
   // How the client spoke to the proxy.
   const inserts = tap.commands('insert', { db: viaProxy, collection: 'items' });
@@ -91,30 +129,30 @@ async function checkRun(viaProxy: string, viaUpstream: string, throughProxy: Wor
 
 describe('real clients through the proxy give the same results as directly against the upstream', () => {
   it('Node driver', async () => {
-    const { viaProxy, viaUpstream } = freshDatabases('node');
+    const run = await freshRun('node');
     const [throughProxy, directly] = await Promise.all([
-      runNodeWorkloadAt(proxyUri(), viaProxy),
-      runNodeWorkloadAt(inject('upstreamUri'), viaUpstream),
+      runNodeWorkloadAt(proxyUri(run.tap), run.viaProxy),
+      runNodeWorkloadAt(inject('upstreamUri'), run.viaUpstream),
     ]);
-    await checkRun(viaProxy, viaUpstream, throughProxy, directly);
+    await checkRun(run, throughProxy, directly);
   });
 
   it('PyMongo', async () => {
     const python = inject('pythonPath');
-    const { viaProxy, viaUpstream } = freshDatabases('py');
+    const run = await freshRun('py');
     const [throughProxy, directly] = await Promise.all([
-      runPythonWorkload(python, proxyUri(), viaProxy),
-      runPythonWorkload(python, inject('upstreamUri'), viaUpstream),
+      runPythonWorkload(python, proxyUri(run.tap), run.viaProxy),
+      runPythonWorkload(python, inject('upstreamUri'), run.viaUpstream),
     ]);
-    await checkRun(viaProxy, viaUpstream, throughProxy, directly);
+    await checkRun(run, throughProxy, directly);
   });
 
   it('mongosh', async () => {
-    const { viaProxy, viaUpstream } = freshDatabases('mongosh');
+    const run = await freshRun('mongosh');
     const [throughProxy, directly] = await Promise.all([
-      runMongoshWorkload(proxyUri(viaProxy), home),
-      runMongoshWorkload(uriWithDatabase(inject('upstreamUri'), viaUpstream), home),
+      runMongoshWorkload(proxyUri(run.tap, run.viaProxy), home),
+      runMongoshWorkload(uriWithDatabase(inject('upstreamUri'), run.viaUpstream), home),
     ]);
-    await checkRun(viaProxy, viaUpstream, throughProxy, directly);
+    await checkRun(run, throughProxy, directly);
   });
 });

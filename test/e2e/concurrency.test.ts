@@ -1,20 +1,33 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Document } from 'bson';
 import { Long, MongoClient, type CommandSucceededEvent } from 'mongodb';
-import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import {
+  expectNothingUnderLogicalNames,
+  physicalCollectionsOf,
+  readPhysical,
+  sandboxOf,
+  seedPhysical,
+  type Sandbox,
+} from '../helpers/physical.js';
 import { WireRelay, type RelayedMessage } from '../helpers/relay.js';
 import { RawClient } from '../helpers/wire-client.js';
 
 /**
  * Many real clients at once, unacknowledged writes, clients vanishing mid-cursor and killed cursors,
- * all through the real proxy to the real upstream. Every result is checked against what the client
- * itself wrote, and the database is read directly from the upstream afterwards.
+ * all through the real proxy to the real upstream, as the playground app. Every result is checked
+ * against what the client itself wrote, and the app's physical collections are read directly from the
+ * upstream afterwards (every document tagged, nothing under the names the clients used).
  */
 
 let proxy: TestProxy;
 let tap: WireRelay;
 let direct: MongoClient;
+let sandbox: Sandbox;
+/** The database the clients name ($db); the proxy maps every collection into `physical`. */
 const db = uniqueDb('e2e_conc');
+/** The suite's shared physical database (its own, so no other suite's playground data mixes in). */
+const physical = uniqueDb('e2e_conc_physical');
 
 /**
  * A small upstream pool: 200 clients (up to 400 driver connections) share 16 upstream connections, so
@@ -25,17 +38,16 @@ const UPSTREAM_POOL = 16;
 beforeAll(async () => {
   proxy = await startTestProxy({
     logLevel: 'info',
-    runtimeYaml: `shutdown_grace_ms: 5000\nupstream:\n  pool:\n    max_size: ${UPSTREAM_POOL}\n`,
+    runtimeYaml: runtimeYamlWithDatabase(physical, { upstream: `  pool:\n    max_size: ${UPSTREAM_POOL}\n` }),
   });
+  sandbox = sandboxOf(proxy, 'playground');
+  expect(sandbox.database).toBe(physical);
   tap = await WireRelay.start({ port: proxy.port });
   direct = await connect(inject('upstreamUri'));
 });
 
-/** Databases the concurrent clients spread over (see the first test). */
-const MIXED_DATABASES = Array.from({ length: 50 }, (_, i) => `${db}_${i}`);
-
 afterAll(async () => {
-  await Promise.all([db, ...MIXED_DATABASES].map((name) => direct?.db(name).dropDatabase().catch(() => undefined)));
+  await Promise.all([db, physical].map((name) => direct?.db(name).dropDatabase().catch(() => undefined)));
   await direct?.close();
   await tap?.close();
   await proxy?.stop();
@@ -70,32 +82,64 @@ function proxyClient(options: ConstructorParameters<typeof MongoClient>[1] = {},
   return new MongoClient(`mongodb://127.0.0.1:${port}/?appName=playground`, { serverSelectionTimeoutMS: 10_000, ...options });
 }
 
-/** Seeds a collection directly on the upstream with `n` documents {_id: i, i, pad}. */
+/**
+ * Seeds the app's collection directly on the upstream with `n` documents {_id: i, i, pad}: in its
+ * physical collection, tagged as the app, as if the app had written them through the proxy.
+ */
 async function seed(collection: string, n: number): Promise<void> {
-  const docs = Array.from({ length: n }, (_, i) => ({ _id: i, i, pad: 'x'.repeat(64) }));
-  await direct.db(db).collection<NumberedDoc>(collection).insertMany(docs);
+  await seedPhysical(direct, sandbox, collection, Array.from({ length: n }, (_, i) => ({ _id: i, i, pad: 'x'.repeat(64) })));
 }
 
+/** The app's collection holds exactly ids 0..n-1, every document tagged, nothing under the logical name. */
 async function expectIntact(collection: string, n: number): Promise<void> {
-  const docs = await direct.db(db).collection<NumberedDoc>(collection).find({}).sort({ _id: 1 }).toArray();
-  const ids = docs.map((d) => d._id);
-  expect(ids).toEqual(Array.from({ length: n }, (_, i) => i));
+  const docs = await readPhysical(direct, sandbox, collection, { sort: { _id: 1 } });
+  expect(docs.map((d) => d._id)).toEqual(Array.from({ length: n }, (_, i) => i));
+  await expectNothingUnderLogicalNames(direct, sandbox, db, [collection]);
+}
+
+/**
+ * A counting semaphore: at most `limit` holders at once; the others wait their turn in order. It
+ * also records the most holders seen at once, so a test can check the bound held and was used.
+ */
+class Semaphore {
+  private holders = 0;
+  private readonly waiting: (() => void)[] = [];
+  maxHolders = 0;
+  constructor(private readonly limit: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.holders >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.holders++;
+    this.maxHolders = Math.max(this.maxHolders, this.holders);
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      // The slot passes straight to the next waiter (holders unchanged), or is freed.
+      if (next) next();
+      else this.holders--;
+    }
+  }
 }
 
 describe('concurrency and connection lifecycle through the proxy', () => {
   /*
-   * The clients spread over 50 databases, four clients sharing each database's collection. FerretDB's
-   * SQLite backend gives each database at most 100 SQLite connections and an open cursor keeps one
-   * until it is exhausted; with 200 clients holding half-read cursors in ONE database, the 101st query
-   * waits inside FerretDB forever while the getMores that would free connections wait for the proxy's
-   * (bounded) upstream pool: a FerretDB-specific deadlock that a real MongoDB does not have. Separate
-   * SQLite files also keep FerretDB's write locking from dominating the run time.
+   * All apps share ONE physical database, and here all 200 clients are one app: each client has its own
+   * collection (its own SQLite table), all in that one database. FerretDB v1's SQLite backend gives a
+   * database at most 100 SQLite connections, and an open cursor keeps one until it is exhausted. With
+   * more than ~100 half-read cursors open in one database, the next query waits inside FerretDB forever
+   * while the getMores that would free connections wait for the proxy's (bounded) upstream pool: a
+   * FerretDB-specific deadlock a real MongoDB does not have. So the cursor phase (a find and its
+   * getMores, from the first batch until the cursor is exhausted) runs under a semaphore of
+   * MAX_OPEN_CURSORS, well under 100 even with the UPSTREAM_POOL other requests in flight beside it;
+   * everything else the 200 clients do stays fully concurrent.
    */
   it('200 concurrent clients doing mixed work each see exactly their own results', async () => {
     const CLIENTS = 200;
     const DOCS = 20;
-    const col = 'mixed';
-    const dbOf = (k: number) => MIXED_DATABASES[k % MIXED_DATABASES.length]!;
+    const MAX_OPEN_CURSORS = 40;
+    const cursors = new Semaphore(MAX_OPEN_CURSORS);
+    const colOf = (k: number) => `mixed_${k}`;
     let maxPoolSize = 0;
     const sampler = setInterval(() => {
       for (const pool of proxy.runtime.upstream.pools.values()) maxPoolSize = Math.max(maxPoolSize, pool.size);
@@ -104,7 +148,7 @@ describe('concurrency and connection lifecycle through the proxy', () => {
       const client = proxyClient({ maxPoolSize: 2 });
       try {
         await client.connect();
-        const c = client.db(dbOf(k)).collection(col);
+        const c = client.db(db).collection(colOf(k));
         const mine = (j: number) => ({ owner: k, seq: j, val: k * 1000 + j });
         // The driver adds _id to the documents it is given: hand it copies.
         const docs = Array.from({ length: DOCS }, (_, j) => mine(j));
@@ -114,9 +158,9 @@ describe('concurrency and connection lifecycle through the proxy', () => {
         expect(one.acknowledged).toBe(true);
 
         // Two operations at once on the client's two pooled connections: a cursor read with getMores
-        // (batchSize 4 over 21 documents) and a count.
+        // (batchSize 4 over 21 documents, under the cursor bound) and a count.
         const [found, count] = await Promise.all([
-          c.find({ owner: k }, { projection: { _id: 0 } }).sort({ seq: 1 }).batchSize(4).toArray(),
+          cursors.run(() => c.find({ owner: k }, { projection: { _id: 0 } }).sort({ seq: 1 }).batchSize(4).toArray()),
           c.countDocuments({ owner: k }),
         ]);
         expect(found).toEqual([...docs, mine(DOCS)]);
@@ -141,24 +185,24 @@ describe('concurrency and connection lifecycle through the proxy', () => {
     }
     const failures = results.flatMap((r, k) => (r.status === 'rejected' ? [`client ${k}: ${String(r.reason)}`] : []));
     expect(failures).toEqual([]);
-    // The clients really were multiplexed onto the bounded upstream pool.
+    // The clients really were multiplexed onto the bounded upstream pool, with many cursors open at
+    // once but never more than the bound.
     expect(maxPoolSize).toBeGreaterThan(1);
     expect(maxPoolSize).toBeLessThanOrEqual(UPSTREAM_POOL);
+    expect(cursors.maxHolders).toBeGreaterThan(1);
+    expect(cursors.maxHolders).toBeLessThanOrEqual(MAX_OPEN_CURSORS);
 
-    // What the upstream holds afterwards, read directly: every client's 20 documents, updated, in its
-    // database and nowhere else.
-    const byOwner = new Map<number, Document[]>();
-    for (const name of MIXED_DATABASES) {
-      const docs = await direct.db(name).collection(col).find({}, { projection: { _id: 0 } }).toArray();
-      for (const d of docs) {
-        expect(dbOf(d.owner as number), `owner ${String(d.owner)} found in ${name}`).toBe(name);
-        byOwner.set(d.owner as number, [...(byOwner.get(d.owner as number) ?? []), d]);
-      }
-    }
-    expect(byOwner.size).toBe(CLIENTS);
+    // What the upstream holds afterwards, read directly: the app has exactly the clients' collections,
+    // each holding its client's 20 documents, updated and tagged, and nothing is stored under the names
+    // the clients used.
+    const names = Array.from({ length: CLIENTS }, (_, k) => colOf(k));
+    expect(await physicalCollectionsOf(direct, sandbox)).toEqual([...names].sort());
+    await expectNothingUnderLogicalNames(direct, sandbox, db, names);
     for (let k = 0; k < CLIENTS; k++) {
-      const mine = byOwner.get(k)!.sort((a, b) => (a.seq as number) - (b.seq as number));
-      expect(mine).toEqual(Array.from({ length: DOCS }, (_, j) => ({ owner: k, seq: j, val: k * 1000 + j + (j < 10 ? 1 : 0) })));
+      const stored = await readPhysical(direct, sandbox, colOf(k), { sort: { seq: 1 }, withoutId: true });
+      expect(stored, `${colOf(k)}`).toEqual(
+        Array.from({ length: DOCS }, (_, j) => ({ owner: k, seq: j, val: k * 1000 + j + (j < 10 ? 1 : 0) })),
+      );
     }
     // Every upstream connection went back to the pool.
     await eventually('upstream connections returned', () => upstreamInUse() === 0);
@@ -199,9 +243,10 @@ describe('concurrency and connection lifecycle through the proxy', () => {
     } finally {
       await client.close();
     }
-    const left = await direct.db(db).collection<NumberedDoc>(col).find({}).sort({ _id: 1 }).toArray();
-    expect(left.map((d) => d._id)).toEqual(Array.from({ length: 42 }, (_, i) => i + 10));
-    expect(left.filter((d) => d.late === true).map((d) => d._id)).toEqual(Array.from({ length: 12 }, (_, i) => i + 40));
+    // Read directly: the app's physical collection, every document tagged, nothing under the logical name.
+    const left = await readPhysical(direct, sandbox, col, { sort: { _id: 1 } });
+    expect(left).toEqual(Array.from({ length: 42 }, (_, n) => ({ _id: n + 10, i: n + 10, ...(n + 10 >= 40 ? { late: true } : {}) })));
+    await expectNothingUnderLogicalNames(direct, sandbox, db, [col]);
   });
 
   it('a client that disconnects mid-cursor leaves the proxy serving others and the data intact', async () => {

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { MongoClient, MongoServerError } from 'mongodb';
 import { startFerretDB, type RunningFerretDB } from '../helpers/ferretdb.js';
-import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { expectNothingUnderLogicalNames, physicalCollectionsOf, readPhysical, sandboxOf } from '../helpers/physical.js';
 import { runNodeWorkloadAt } from './workloads/workload.js';
 import { expectedWorkloadSummary } from './workloads/run.js';
 
@@ -78,10 +79,13 @@ describe('upstream requiring SCRAM-SHA-256', () => {
   });
 
   it('the proxy authenticates its upstream connections and serves the full workload', async () => {
-    proxy = await startTestProxy({ upstreamUri });
+    // The proxy's own physical database: the upstream may be shared (MDB_TEST_UPSTREAM_URI).
+    const physical = uniqueDb('e2e_auth_physical');
     const viaProxy = uniqueDb('e2e_auth_proxy');
     const viaUpstream = uniqueDb('e2e_auth_direct');
-    databases.push(viaProxy, viaUpstream);
+    databases.push(physical, viaProxy, viaUpstream);
+    proxy = await startTestProxy({ upstreamUri, runtimeYaml: runtimeYamlWithDatabase(physical) });
+    const sandbox = sandboxOf(proxy, 'playground');
 
     // The client of the proxy sends no credentials at all.
     const clientUri = proxy.uri('playground');
@@ -97,11 +101,11 @@ describe('upstream requiring SCRAM-SHA-256', () => {
     const pools = [...proxy.runtime.upstream.pools.values()];
     expect(pools.reduce((n, p) => n + p.size, 0)).toBeGreaterThan(0);
 
-    // What the proxy's writes left in the upstream, read with the credentials.
-    expect(await admin.db(viaProxy).collection('log').find({}, { projection: { _id: 0 } }).toArray()).toEqual([
-      { step: 'start', client: 'workload' },
-    ]);
-    expect((await admin.db(viaProxy).listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name)).toEqual(['log']);
+    // What the proxy's writes left in the upstream, read with the credentials: the app's log in its
+    // physical collection, every document tagged, and nothing under the names the client used.
+    expect(await readPhysical(admin, sandbox, 'log', { withoutId: true })).toEqual([{ step: 'start', client: 'workload' }]);
+    expect(await physicalCollectionsOf(admin, sandbox)).toEqual(['log']);
+    await expectNothingUnderLogicalNames(admin, sandbox, viaProxy, ['items', 'log']);
   });
 
   it('a wrong upstream password makes proxy startup fail with a clear error', async () => {

@@ -13,6 +13,10 @@ export interface TestProxy {
   port: number;
   /** A connection string to the proxy (appName selects a dev app when given). */
   uri(appName?: string): string;
+  /** The shared physical database every app's collections live in (runtime.yaml `upstream.database`). */
+  database: string;
+  /** The field every stored document is tagged with (runtime.yaml `tag_field`). */
+  tagField: string;
   /** Log lines the proxy wrote, parsed. */
   logs: Record<string, unknown>[];
   stop(): Promise<void>;
@@ -35,7 +39,10 @@ export const PLAYGROUND_APP = 'slug: playground\nname: Playground\nauth_required
 export async function startTestProxy(options: TestProxyOptions = {}): Promise<TestProxy> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mdb-proxy-config-'));
   fs.mkdirSync(path.join(dir, 'apps'));
-  fs.writeFileSync(path.join(dir, 'runtime.yaml'), options.runtimeYaml ?? 'shutdown_grace_ms: 5000\n');
+  // By default each proxy gets its own physical database: suites run side by side on one upstream, and
+  // an app's collections (playground_t...) would otherwise meet another suite's. It is dropped on stop.
+  const ownDatabase = options.runtimeYaml === undefined ? uniqueDb('sandbox') : undefined;
+  fs.writeFileSync(path.join(dir, 'runtime.yaml'), options.runtimeYaml ?? runtimeYamlWithDatabase(ownDatabase!));
   for (const [file, text] of Object.entries(options.apps ?? { 'playground.yaml': PLAYGROUND_APP })) {
     fs.writeFileSync(path.join(dir, 'apps', file), text);
   }
@@ -64,11 +71,32 @@ export async function startTestProxy(options: TestProxyOptions = {}): Promise<Te
     port,
     logs,
     uri: (appName?: string) => `mongodb://127.0.0.1:${port}/${appName ? `?appName=${appName}` : ''}`,
+    database: config.upstream.database,
+    tagField: config.tagField,
     async stop() {
       await runtime.stop();
       fs.rmSync(dir, { recursive: true, force: true });
+      if (ownDatabase) {
+        const direct = new MongoClient(config.upstream.uri, { serverSelectionTimeoutMS: 5000 });
+        try {
+          await direct.db(ownDatabase).dropDatabase();
+        } catch {
+          // The upstream may be gone already (tests that stop it); the data dir goes with it.
+        } finally {
+          await direct.close();
+        }
+      }
     },
   };
+}
+
+/**
+ * runtime.yaml text giving the proxy its own physical database `database` (so that a suite's apps do
+ * not share `mdb_runtime` with the suites running beside it), plus any further top-level lines.
+ * `upstream` lines (e.g. '  pool:\n    max_size: 4') go inside the upstream section.
+ */
+export function runtimeYamlWithDatabase(database: string, options: { top?: string; upstream?: string } = {}): string {
+  return `shutdown_grace_ms: 5000\n${options.top ?? ''}upstream:\n  database: ${database}\n${options.upstream ?? ''}`;
 }
 
 /** A database name no other suite uses (suites share one upstream). */

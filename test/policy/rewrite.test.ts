@@ -48,7 +48,29 @@ describe('rewritten commands (exact output)', () => {
     [
       'find whose filter names the tag: wrapped, never replaced',
       { find: 'tasks', filter: { app_id: 'app2' }, $db: 'mine' },
-      { find: 'app1_tasks', filter: { $and: [{ app_id: 'app2' }, TAG] }, $db: DB },
+      { find: 'app1_tasks', filter: { $and: [{ app_id: 'app2' }], app_id: 'app1' }, $db: DB },
+    ],
+    [
+      'find whose filter names the tag next to other fields and an $and: only the tag condition moves',
+      { find: 'tasks', filter: { a: 1, app_id: { $ne: 'app1' }, $and: [{ b: 2 }] }, $db: 'mine' },
+      { find: 'app1_tasks', filter: { a: 1, $and: [{ b: 2 }, { app_id: { $ne: 'app1' } }], app_id: 'app1' }, $db: DB },
+    ],
+    [
+      'find whose filter is exactly the own tag: left as it is',
+      { find: 'tasks', filter: { app_id: 'app1', a: 1 }, $db: 'mine' },
+      { find: 'app1_tasks', filter: { app_id: 'app1', a: 1 }, $db: DB },
+    ],
+    [
+      // Upserts take the inserted document's fields from top-level equalities (FerretDB ignores $and):
+      // with the tag inside $and, FerretDB inserted a document with no tag at all.
+      'upsert whose filter names another tag: our tag stays a top-level equality',
+      { update: 'c', updates: [{ q: { app_id: 'app2', k: 1 }, u: { $set: { v: 1 } }, upsert: true }], $db: 'x' },
+      { update: 'app1_c', updates: [{ q: { k: 1, $and: [{ app_id: 'app2' }], app_id: 'app1' }, u: { $set: { v: 1 } }, upsert: true }], $db: DB },
+    ],
+    [
+      'findAndModify upsert whose query names another tag: our tag stays a top-level equality',
+      { findAndModify: 'c', query: { app_id: { $ne: 'app1' } }, update: { $set: { v: 1 } }, upsert: true, $db: 'x' },
+      { findAndModify: 'app1_c', query: { $and: [{ app_id: { $ne: 'app1' } }], app_id: 'app1' }, update: { $set: { v: 1 } }, upsert: true, $db: DB },
     ],
     [
       'find with $or at the top',
@@ -95,7 +117,7 @@ describe('rewritten commands (exact output)', () => {
     [
       'findandmodify alias, remove',
       { findandmodify: 'c', query: { a: 1 }, remove: true, $db: 'x' },
-      { findandmodify: 'app1_c', query: { a: 1, app_id: 'app1' }, remove: true, $db: DB },
+      { findAndModify: 'app1_c', query: { a: 1, app_id: 'app1' }, remove: true, $db: DB },
     ],
     [
       'findAndModify upsert with replacement',
@@ -216,7 +238,7 @@ describe('rewritten commands (exact output)', () => {
     ],
     ['listIndexes', { listIndexes: 'c', cursor: {}, $db: 'x' }, { listIndexes: 'app1_c', cursor: {}, $db: DB }],
     ['dropIndexes', { dropIndexes: 'c', index: '*', $db: 'x' }, { dropIndexes: 'app1_c', index: '*', $db: DB }],
-    ['deleteIndexes alias', { deleteIndexes: 'c', index: 'a_1', $db: 'x' }, { deleteIndexes: 'app1_c', index: 'a_1', $db: DB }],
+    ['deleteIndexes alias, sent under its canonical name', { deleteIndexes: 'c', index: 'a_1', $db: 'x' }, { dropIndexes: 'app1_c', index: 'a_1', $db: DB }],
     ['create', { create: 'c', capped: true, size: 4096, $db: 'x' }, { create: 'app1_c', capped: true, size: 4096, $db: DB }],
     [
       'create a view: source mapped, pipeline scoped',
@@ -260,6 +282,13 @@ describe('rewritten commands (exact output)', () => {
     expect(Buffer.from((a.lsid as { id: Binary }).id.buffer)).not.toEqual(Buffer.from(id.buffer));
     expect(Buffer.from((a.lsid as { id: Binary }).id.buffer)).not.toEqual(Buffer.from((b.lsid as { id: Binary }).id.buffer));
     expect(rw({ endSessions: [{ id }], $db: 'admin' }).body.endSessions).toEqual([{ id: mapSessionId(scope, id) }]);
+  });
+
+  it('maps the lsid of an explained command too (it would reach the upstream as the app sent it)', () => {
+    const id = new Binary(Buffer.alloc(16, 9), Binary.SUBTYPE_UUID);
+    const out = rw({ explain: { find: 'c', lsid: { id } }, $db: 'x' }).body;
+    expect((out.explain as Doc).lsid).toEqual({ id: mapSessionId(scope, id) });
+    expect(() => rw({ explain: { find: 'c', lsid: { id, uid: id } }, $db: 'x' })).toThrow(CommandError);
   });
 
   it('stamps kind-1 insert documents at the byte level', () => {
@@ -337,6 +366,8 @@ describe('refused forms', () => {
     ['$listSessions', { aggregate: 'c', pipeline: [{ $listSessions: {} }], cursor: {}, $db: 'x' }, 13],
     ['$collStats', { aggregate: 'c', pipeline: [{ $collStats: {} }], cursor: {}, $db: 'x' }, 13],
     ['$searchMeta', { aggregate: 'c', pipeline: [{ $searchMeta: {} }], cursor: {}, $db: 'x' }, 13],
+    // A $facet sub-pipeline gets no tag filter of its own: $searchMeta is refused wherever it appears.
+    ['$searchMeta inside $facet', { aggregate: 'c', pipeline: [{ $facet: { m: [{ $searchMeta: {} }] } }], cursor: {}, $db: 'x' }, 13],
     ['a cluster-wide change stream', { aggregate: 'c', pipeline: [{ $changeStream: { allChangesForCluster: true } }], cursor: {}, $db: 'x' }, 13],
     ['a database-level change stream', { aggregate: 1, pipeline: [{ $changeStream: {} }], cursor: {}, $db: 'x' }, 13],
     ['an unknown stage', { aggregate: 'c', pipeline: [{ $frobnicate: {} }], cursor: {}, $db: 'x' }, 40324],
@@ -349,6 +380,10 @@ describe('refused forms', () => {
     ['a view on a system collection', { create: 'v', viewOn: 'system.js', pipeline: [], $db: 'x' }, 73],
     ['renameCollection across databases', { renameCollection: 'x.a', to: 'y.b', $db: 'admin' }, 13],
     ['renameCollection to a system name', { renameCollection: 'x.a', to: 'x.system.users', $db: 'admin' }, 73],
+    // The server reads an empty list as every session of its user: the proxy's one user, so every app's.
+    ['killSessions with an empty list', { killSessions: [], $db: 'admin' }, 13],
+    // A pattern JavaScript cannot compile is the server's 51091, not an internal error.
+    ['listCollections with an invalid name regex', { listCollections: 1, filter: { name: { $regex: '(' } }, $db: 'x' }, 51091],
     ['an lsid with a uid', { find: 'c', lsid: { id: new Binary(Buffer.alloc(16), 4), uid: new Binary(Buffer.alloc(32)) }, $db: 'x' }, 13],
     ['an lsid that is not a UUID', { find: 'c', lsid: { id: 'abc' }, $db: 'x' }, 14],
     ['listCollections with name inside $or', { listCollections: 1, filter: { $or: [{ name: 'a' }] }, $db: 'x' }, 2],

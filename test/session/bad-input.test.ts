@@ -1,6 +1,8 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Long, serialize, type Document } from 'bson';
-import { startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import type { MongoClient } from 'mongodb';
+import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { expectNothingUnderLogicalNames, readPhysical, sandboxOf } from '../helpers/physical.js';
 import { RawClient } from '../helpers/wire-client.js';
 import { MsgFlag, OpCode } from '../../src/wire/constants.js';
 import { COMPRESSOR, commandMsg, compress, frame, freshRequestId, header, opQuery, rawOpMsg, requestIdOf } from '../wire/frames.js';
@@ -19,7 +21,11 @@ import {
  */
 
 let proxy: TestProxy;
+/** A client straight to the upstream, to see what the proxy stored. */
+let direct: MongoClient;
 const db = uniqueDb('bad_input');
+/** The proxy's own physical database: no other suite's playground collections (e.g. 'unacked') mix in. */
+const physical = uniqueDb('bad_input_physical');
 const clients: RawClient[] = [];
 
 /** A raw connection acting as the playground app (selected by appName in the handshake). */
@@ -40,7 +46,8 @@ async function exchange(c: RawClient, msg: Buffer): Promise<Document> {
 }
 
 beforeAll(async () => {
-  proxy = await startTestProxy();
+  proxy = await startTestProxy({ runtimeYaml: runtimeYamlWithDatabase(physical) });
+  direct = await connect(inject('upstreamUri'));
 });
 
 afterEach(async () => {
@@ -49,9 +56,9 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  const c = await RawClient.connect(proxy.port);
-  await c.command({ dropDatabase: 1, $db: db }).catch(() => undefined);
-  c.destroy();
+  // Apps may not drop databases (Unauthorized): the suite's physical database is dropped directly.
+  await direct?.db(physical).dropDatabase().catch(() => undefined);
+  await direct?.close();
   expect(proxy.logs.filter((l) => /internal error/i.test(String(l.msg)))).toEqual([]);
   await proxy.stop();
 });
@@ -274,6 +281,10 @@ describe('moreToCome and exhaustAllowed', () => {
     const find = commandMsg({ find: 'unacked', filter: {}, $db: db });
     const found = await exchange(c, find);
     expect((found.cursor as Document).firstBatch).toEqual([{ _id: 'w0' }]);
+    // Stored once, in the app's physical collection and tagged, nothing under the logical name.
+    const sandbox = sandboxOf(proxy, 'playground');
+    expect(await readPhysical(direct, sandbox, 'unacked')).toEqual([{ _id: 'w0' }]);
+    await expectNothingUnderLogicalNames(direct, sandbox, db, ['unacked']);
   });
 
   it('sends no reply to a malformed moreToCome request (error replies are suppressed too)', async () => {

@@ -1,21 +1,31 @@
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import type { MongoClient } from 'mongodb';
+import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { expectNothingUnderLogicalNames, readPhysical, sandboxOf, type Sandbox } from '../helpers/physical.js';
 import { WireRelay } from '../helpers/relay.js';
 import { RawClient, opMsg } from '../helpers/wire-client.js';
 
 describe('upstream connection failing mid-request', () => {
   let relay: WireRelay;
   let proxy: TestProxy;
+  let direct: MongoClient;
+  let sandbox: Sandbox;
   const db = uniqueDb('midreq');
+  /** The proxy's own physical database, so that no other suite's playground data mixes in. */
+  const physical = uniqueDb('midreq_physical');
 
   beforeAll(async () => {
     const uri = inject('upstreamUri');
     relay = await WireRelay.start(WireRelay.firstHost(uri));
-    proxy = await startTestProxy({ upstreamUri: WireRelay.uriThrough(uri, relay.port) });
+    proxy = await startTestProxy({ upstreamUri: WireRelay.uriThrough(uri, relay.port), runtimeYaml: runtimeYamlWithDatabase(physical) });
+    sandbox = sandboxOf(proxy, 'playground');
+    direct = await connect(uri);
   });
   afterAll(async () => {
-    await proxy.stop();
-    await relay.close();
+    await proxy?.stop();
+    await relay?.close();
+    await direct?.db(physical).dropDatabase().catch(() => undefined);
+    await direct?.close();
   });
 
   it('closes the client connection (no reply, no hang) and keeps serving others', async () => {
@@ -42,6 +52,10 @@ describe('upstream connection failing mid-request', () => {
     expect(result.acknowledged).toBe(true);
     expect(await col.countDocuments({ k: 'once' })).toBe(1);
     await client.close();
+    // Read directly: stored exactly once, in the app's physical collection, tagged.
+    const stored = await readPhysical(direct, sandbox, 'retry', { sort: { _id: 1 }, withoutId: true });
+    expect(stored).toEqual([{ warm: true }, { k: 'once' }]);
+    await expectNothingUnderLogicalNames(direct, sandbox, db, ['retry']);
   });
 
   it('retries a read the same way', async () => {

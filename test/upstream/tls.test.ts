@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { startFerretDB, type RunningFerretDB } from '../helpers/ferretdb.js';
 import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
+import { DEFAULT_DATABASE, expectNothingUnderLogicalNames, readPhysical, sandboxOf } from '../helpers/physical.js';
 
 /** A throwaway CA and a server certificate for 127.0.0.1, made with openssl. */
 function makeCertificates(dir: string): { ca: string; cert: string; key: string } {
@@ -36,7 +37,8 @@ describe('upstream over TLS', () => {
   });
 
   it('forwards over TLS when the upstream URI asks for it, verifying the server certificate', async () => {
-    proxy = await startTestProxy({ upstreamUri: `${upstream.uri}?tls=true&tlsCAFile=${encodeURIComponent(certs.ca)}` });
+    // The built-in default physical database (this suite has its own FerretDB, so it can use it).
+    proxy = await startTestProxy({ upstreamUri: `${upstream.uri}?tls=true&tlsCAFile=${encodeURIComponent(certs.ca)}`, runtimeYaml: 'shutdown_grace_ms: 5000\n' });
     const client = await connect(proxy.uri('playground'));
     const db = uniqueDb('tls');
     await client.db(db).collection('t').insertMany([{ n: 1 }, { n: 2 }]);
@@ -44,10 +46,17 @@ describe('upstream over TLS', () => {
     await client.close();
     expect(viaProxy).toEqual([{ n: 1 }, { n: 2 }]);
 
-    // The documents really are on the TLS upstream.
+    // The documents really are on the TLS upstream (its own server: the default physical database),
+    // in the app's physical collection, tagged, and nothing under the name the client used.
+    const sandbox = sandboxOf(proxy, 'playground');
+    expect(sandbox.database).toBe(DEFAULT_DATABASE);
     const direct = await connect(`${upstream.uri}?tls=true&tlsCAFile=${encodeURIComponent(certs.ca)}`);
-    expect(await direct.db(db).collection('t').countDocuments()).toBe(2);
-    await direct.close();
+    try {
+      expect(await readPhysical(direct, sandbox, 't', { sort: { n: 1 }, withoutId: true })).toEqual([{ n: 1 }, { n: 2 }]);
+      await expectNothingUnderLogicalNames(direct, sandbox, db, ['t']);
+    } finally {
+      await direct.close();
+    }
   });
 
   it('refuses to start when the upstream certificate is not trusted', async () => {

@@ -1,5 +1,5 @@
 import { BSONRegExp } from 'bson';
-import { commandError } from '../errors.js';
+import { commandError, locationError } from '../errors.js';
 import { fieldSet, type CommandHandler, type NameFilter } from '../handler.js';
 import { physicalCollection, sameDatabase, splitNamespace, typeName } from '../namespace.js';
 import { scopePipeline } from '../pipeline.js';
@@ -119,9 +119,15 @@ function refuseNestedName(value: unknown): void {
 }
 
 function toRegExp(v: unknown, options = ''): RegExp {
-  if (v instanceof BSONRegExp) return new RegExp(v.pattern, v.options.replace(/[^imsu]/g, ''));
-  if (typeof v === 'string') return new RegExp(v, options.replace(/[^imsu]/g, ''));
-  throw commandError('BadValue', `listCollections: $regex must be a string or regular expression, found ${typeName(v)}`);
+  const [pattern, flags] =
+    v instanceof BSONRegExp ? [v.pattern, v.options] : typeof v === 'string' ? [v, options] : [undefined, ''];
+  if (pattern === undefined) throw commandError('BadValue', `listCollections: $regex must be a string or regular expression, found ${typeName(v)}`);
+  try {
+    return new RegExp(pattern, flags.replace(/[^imsu]/g, ''));
+  } catch (err) {
+    // The server's answer to a pattern it cannot compile (not an internal error of the proxy).
+    throw locationError(51091, `Regular expression is invalid: ${(err as Error).message}`);
+  }
 }
 
 /** The proxy-side test for a listCollections condition on `name`. */

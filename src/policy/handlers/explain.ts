@@ -3,6 +3,7 @@ import { lookupCommand } from '../commands.js';
 import { commandError } from '../errors.js';
 import { fieldSet, type CommandHandler } from '../handler.js';
 import { isDoc, type Doc } from '../scope.js';
+import { mapLsid } from '../sessions.js';
 import { HANDLERS } from './index.js';
 
 /** Commands whose plans may be explained: the reads and writes the app can run itself. */
@@ -28,6 +29,8 @@ export const explain: CommandHandler = {
     checkArguments(innerName, innerBody, handler.fields);
     const rewritten = handler.rewrite({ ...input, name: innerName, body: innerBody, sequences: [] });
     const { $db: _db, ...explained } = rewritten.body;
+    // Generic arguments of the explained command are the app's too: its session id is mapped like every lsid.
+    if (inner.lsid !== undefined) explained.lsid = mapLsid(input.scope, inner.lsid, 'explain.lsid');
     return {
       body: { ...input.body, explain: explained },
       sequences: [],

@@ -12,6 +12,11 @@ export const sessionList: CommandHandler = {
   rewrite(input) {
     const ids = arrayField(input.name, input.body, input.name);
     if (!ids) throw commandError('TypeMismatch', `BSON field '${input.name}' is the wrong type, expected type 'array'`);
+    if (ids.length === 0 && input.name === 'killSessions') {
+      // The server reads an empty list as "every session of the user", and every app reaches the
+      // upstream as the proxy's one user: it would kill the sessions (and transactions) of all apps.
+      throw commandError('Unauthorized', 'killSessions with an empty list would kill the sessions of every app; name the sessions to kill');
+    }
     return {
       body: { ...input.body, [input.name]: ids.map((id, i) => mapLsid(input.scope, id, `${input.name}.${i}`)) },
       sequences: [],
