@@ -11,7 +11,23 @@ import { isDoc, type AppScope, type Doc } from './scope.js';
  * session would need a SHA-256 collision.
  */
 export function mapSessionId(scope: AppScope, id: Binary): Binary {
-  const digest = createHash('sha256').update(scope.slug).update('\0').update(id.read(0, id.length())).digest();
+  const bytes = id.read(0, id.length());
+  // Drivers reuse a handful of pooled session ids for every command: remember their mappings.
+  const key = `${scope.slug}\0${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')}`;
+  const known = mapped.get(key);
+  if (known) return known;
+  const result = digestId(scope, bytes);
+  if (mapped.size >= MAPPED_SESSIONS_CACHED) mapped.delete(mapped.keys().next().value!);
+  mapped.set(key, result);
+  return result;
+}
+
+/** Bounded memo of session-id mappings (oldest dropped first). */
+const MAPPED_SESSIONS_CACHED = 10_000;
+const mapped = new Map<string, Binary>();
+
+function digestId(scope: AppScope, bytes: Uint8Array): Binary {
+  const digest = createHash('sha256').update(scope.slug).update('\0').update(bytes).digest();
   // Keep it a well-formed UUID (version 4, RFC 4122 variant): servers expect lsid.id to be a UUID.
   digest[6] = (digest[6]! & 0x0f) | 0x40;
   digest[8] = (digest[8]! & 0x3f) | 0x80;

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { lookupCommand } from '../../src/policy/commands.js';
 import { CommandError } from '../../src/policy/errors.js';
 import { rewriteCommand } from '../../src/policy/rewrite.js';
+import { HANDLERS } from '../../src/policy/handlers/index.js';
 import { makeScope, type Doc } from '../../src/policy/scope.js';
 import { mapSessionId } from '../../src/policy/sessions.js';
 import type { DocumentSequence } from '../../src/wire/opmsg.js';
@@ -14,6 +15,7 @@ const TAG = { app_id: 'app1' };
 /** Pipelines drop the tag where documents enter, so no stage shows it. */
 const HIDE = { $unset: 'app_id' };
 const DB = 'mdb_runtime';
+const LSID = new Binary(Buffer.alloc(16, 9), Binary.SUBTYPE_UUID);
 
 function rw(body: Doc, sequences: DocumentSequence[] = [], s = scope): RewrittenCommand {
   const name = Object.keys(body)[0]!;
@@ -76,6 +78,11 @@ describe('rewritten commands (exact output)', () => {
       'find with $or at the top',
       { find: 't', filter: { $or: [{ a: 1 }, { b: 2 }] }, $db: 'x' },
       { find: 'app1_t', filter: { $or: [{ a: 1 }, { b: 2 }], app_id: 'app1' }, $db: DB },
+    ],
+    [
+      'insert (body documents): stamped, or kept when they carry the app\'s own tag',
+      { insert: 'c', documents: [{ a: 1 }, { b: 2, app_id: 'app1' }], ordered: false, $db: 'x' },
+      { insert: 'app1_c', documents: [{ a: 1, app_id: 'app1' }, { b: 2, app_id: 'app1' }], ordered: false, $db: DB },
     ],
     ['count', { count: 'c', query: { n: 1 }, $db: 'x' }, { count: 'app1_c', query: { n: 1, app_id: 'app1' }, $db: DB }],
     ['count without query', { count: 'c', $db: 'x' }, { count: 'app1_c', query: TAG, $db: DB }],
@@ -263,6 +270,19 @@ describe('rewritten commands (exact output)', () => {
     ],
     ['buildInfo', { buildInfo: 1, $db: 'admin' }, { buildInfo: 1, $db: DB }],
     [
+      'commitTransaction keeps its recovery token, maps the session',
+      { commitTransaction: 1, txnNumber: 2n, autocommit: false, lsid: { id: LSID }, recoveryToken: { r: 1 }, $db: 'admin' },
+      { commitTransaction: 1, txnNumber: 2n, autocommit: false, lsid: { id: mapSessionId(scope, LSID) }, recoveryToken: { r: 1 }, $db: 'admin' },
+    ],
+    [
+      'abortTransaction',
+      { abortTransaction: 1, txnNumber: 2n, autocommit: false, lsid: { id: LSID }, $db: 'admin' },
+      { abortTransaction: 1, txnNumber: 2n, autocommit: false, lsid: { id: mapSessionId(scope, LSID) }, $db: 'admin' },
+    ],
+    ['endSessions', { endSessions: [{ id: LSID }], $db: 'admin' }, { endSessions: [{ id: mapSessionId(scope, LSID) }], $db: DB }],
+    ['killSessions', { killSessions: [{ id: LSID }], $db: 'admin' }, { killSessions: [{ id: mapSessionId(scope, LSID) }], $db: DB }],
+    ['refreshSessions', { refreshSessions: [{ id: LSID }], $db: 'admin' }, { refreshSessions: [{ id: mapSessionId(scope, LSID) }], $db: DB }],
+    [
       'explain of a find: the explained command is the scoped one',
       { explain: { find: 'c', filter: { a: 1 } }, verbosity: 'queryPlanner', $db: 'x' },
       { explain: { find: 'app1_c', filter: { a: 1, app_id: 'app1' } }, verbosity: 'queryPlanner', $db: DB },
@@ -271,6 +291,11 @@ describe('rewritten commands (exact output)', () => {
 
   it.each(cases)('%s', (_title, input, expected) => {
     expect(rw(input).body).toEqual(expected);
+  });
+
+  it('covers every forwarded command of the table with at least one exact case', () => {
+    const covered = new Set(cases.map(([, input]) => lookupCommand(Object.keys(input)[0]!)!.name));
+    expect([...HANDLERS.keys()].filter((name) => !covered.has(name))).toEqual([]);
   });
 
   it('maps the lsid per app, identically for the same id, differently across apps', () => {
