@@ -4,7 +4,7 @@ import { fieldSet, type CommandHandler, type NameFilter } from '../handler.js';
 import { physicalCollection, sameDatabase, splitNamespace, typeName } from '../namespace.js';
 import { scopePipeline } from '../pipeline.js';
 import { isDoc, type Access, type Doc } from '../scope.js';
-import { targetOf, withCollection } from './common.js';
+import { onCollection, targetOf, withCollection } from './common.js';
 
 /** create: a collection or a view; a view's source and pipeline are scoped like an aggregate's. */
 export const create: CommandHandler = {
@@ -36,15 +36,7 @@ export const create: CommandHandler = {
 /** drop. */
 export const drop: CommandHandler = {
   fields: fieldSet(),
-  rewrite(input) {
-    const { logical, physical } = targetOf(input);
-    return {
-      body: withCollection(input, physical),
-      sequences: [],
-      access: [{ action: 'write', collection: logical }],
-      reply: { kind: 'plain', appDb: input.appDb, collections: [logical] },
-    };
-  },
+  rewrite: (input) => onCollection(input, 'write'),
 };
 
 /** renameCollection: both namespaces in one app database, both mapped; run on admin as the server wants. */

@@ -1,7 +1,8 @@
 import { commandError, unknownFieldError } from '../errors.js';
 import { physicalCollection, typeName } from '../namespace.js';
-import { isDoc, type Doc } from '../scope.js';
-import type { CommandInput } from '../handler.js';
+import { isDoc, type Access, type Doc } from '../scope.js';
+import type { CommandInput, RewrittenCommand } from '../handler.js';
+import { scopeFilter } from '../filter.js';
 import type { DocumentSequence } from '../../wire/opmsg.js';
 import { decodeDocument, encodeDocument } from '../decode.js';
 import { refuseServerJavaScript } from '../server-js.js';
@@ -54,4 +55,28 @@ export function mapStatements(
     documents: seq.documents.map((bytes, i) => encodeDocument(rewrite(decodeDocument(bytes), i))),
   }));
   return { body, sequences };
+}
+
+/**
+ * The common shape of a command on one collection: the collection mapped, an optional filter field
+ * scoped to the app, one access for RBAC, and how the reply is shown.
+ */
+export function onCollection(
+  input: CommandInput,
+  action: Access['action'],
+  options: { filter?: string; reply?: 'plain' | 'documents' | 'indexes' } = {},
+): RewrittenCommand {
+  const { logical, physical } = targetOf(input);
+  const body = withCollection(input, physical);
+  if (options.filter) body[options.filter] = scopeFilter(input.scope, input.body[options.filter], `${input.name}.${options.filter}`);
+  const reply = options.reply ?? 'plain';
+  return {
+    body,
+    sequences: [],
+    access: [{ action, collection: logical }],
+    reply:
+      reply === 'plain'
+        ? { kind: 'plain', appDb: input.appDb, collections: [logical] }
+        : { kind: 'cursor', view: { kind: reply, appDb: input.appDb }, collections: [logical] },
+  };
 }
