@@ -3,6 +3,15 @@ import path from 'node:path';
 import { ConfigError, YamlFile, describeValue } from './config-source.js';
 import { parseAuthSection, type JwtConfig } from './manifest-auth.js';
 import type { RbacConfig } from '../policy/rbac.js';
+import {
+  MANIFEST_SCHEMA_VERSION,
+  type AppLimits,
+  type DataAccess,
+  type IndexPolicy,
+  type ManagedIndex,
+  type ObservabilitySettings,
+  type WebsocketEndpoint,
+} from './manifest-types.js';
 
 export type { JwtConfig, VerificationKey } from './manifest-auth.js';
 
@@ -26,6 +35,15 @@ export interface AppManifest {
   unavailable: string | undefined;
   /** Problems that do not stop the app (a rotated key whose secret is gone), for the startup log. */
   warnings: string[];
+  /** The format version the file was written in (older ones are migrated on load). */
+  schemaVersion: number;
+  /** Managed indexes by the app's collection name (`managed_indexes`). */
+  managedIndexes: ReadonlyMap<string, readonly ManagedIndex[]>;
+  indexPolicy: IndexPolicy;
+  limits: AppLimits;
+  dataAccess: DataAccess;
+  observability: ObservabilitySettings;
+  websockets: readonly WebsocketEndpoint[];
 }
 
 export interface ManifestOptions {
@@ -116,7 +134,34 @@ export function parseManifest(file: string, text: string, options: ManifestOptio
     if (authRequired) unavailable = warnings.splice(0).join('; ');
     else warnings.push(`app '${slug}' accepts no tokens (no usable key); it is still selectable by appName=${slug}`);
   }
-  return { slug, name, authRequired, exposeTag, file, jwt, rbac, unavailable, warnings };
+  return {
+    slug,
+    name,
+    authRequired,
+    exposeTag,
+    file,
+    jwt,
+    rbac,
+    unavailable,
+    warnings,
+    ...manifestDefaults(),
+  };
+}
+
+/** The sections an app has when its manifest does not mention them. */
+export function manifestDefaults(): Pick<
+  AppManifest,
+  'schemaVersion' | 'managedIndexes' | 'indexPolicy' | 'limits' | 'dataAccess' | 'observability' | 'websockets'
+> {
+  return {
+    schemaVersion: MANIFEST_SCHEMA_VERSION,
+    managedIndexes: new Map(),
+    indexPolicy: { reconcile: 'report', prune: false },
+    limits: {},
+    dataAccess: { readOnly: false, collections: undefined },
+    observability: { slowOperationMs: undefined },
+    websockets: [],
+  };
 }
 
 const SLUG_RULE = `a lowercase name matching ${SLUG_PATTERN.source} (a letter, then up to 31 letters, digits or '_')`;

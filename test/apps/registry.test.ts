@@ -2,7 +2,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/apps/config-source.js';
 import { AppRegistry, loadApps } from '../../src/apps/registry.js';
-import type { AppManifest } from '../../src/apps/manifests.js';
+import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
 import { configDirWith, removeConfigDirs } from '../helpers/apps.js';
 
 /** DESIGN.md rule 3: the slug → prefix mapping is injective, and slugs are not confusable. */
@@ -10,6 +10,7 @@ import { configDirWith, removeConfigDirs } from '../helpers/apps.js';
 afterAll(() => removeConfigDirs());
 
 const app = (slug: string): AppManifest => ({
+  ...manifestDefaults(),
   slug,
   name: slug,
   authRequired: false,
