@@ -25,6 +25,10 @@ export interface RuntimeConfig {
   preAuthIdleTimeoutMS: number;
   /** The field every app document is tagged with (DESIGN.md rule 4). */
   tagField: string;
+  /** Operations slower than this are logged at warn (a manifest's observability may override). */
+  slowOperationMS: number;
+  /** Index reconciliation defaults (a manifest's index_policy may override reconcile and prune). */
+  indexes: { reconcile: 'report' | 'replace'; prune: boolean; intervalMS: number; leaseTtlMS: number };
 }
 
 export interface HostPort {
@@ -46,6 +50,11 @@ export interface ConfigOverrides {
   shutdownGraceMs?: string | undefined;
   preAuthIdleTimeoutMs?: string | undefined;
   tagField?: string | undefined;
+  slowOperationMs?: string | undefined;
+  indexReconcile?: string | undefined;
+  indexPrune?: string | undefined;
+  indexIntervalMs?: string | undefined;
+  indexLeaseTtlMs?: string | undefined;
   connectTimeoutMs?: string | undefined;
   serverSelectionTimeoutMs?: string | undefined;
   poolMaxSize?: string | undefined;
@@ -55,7 +64,7 @@ export interface ConfigOverrides {
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
-type SettingKind = 'hostport' | 'uri' | 'database' | 'logLevel' | 'int' | 'fieldName';
+type SettingKind = 'hostport' | 'uri' | 'database' | 'logLevel' | 'int' | 'fieldName' | 'bool' | 'enum';
 
 /** One setting of runtime.yaml with its env variable and flag (DESIGN.md section 2). */
 export interface SettingSpec {
@@ -71,7 +80,9 @@ export interface SettingSpec {
   kind: SettingKind;
   /** Smallest value allowed (kind 'int'). */
   min?: number;
-  default: string | number;
+  /** The allowed values (kind 'enum'). */
+  values?: readonly string[];
+  default: string | number | boolean;
   help: string;
 }
 
@@ -91,6 +102,11 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'shutdown_grace_ms', env: 'MDB_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', option: 'shutdownGraceMs', arg: '<ms>', kind: 'int', min: 0, default: 10_000, help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish' },
   { key: 'tag_field', env: 'MDB_TAG_FIELD', flag: '--tag-field', option: 'tagField', arg: '<name>', kind: 'fieldName', default: 'app_id', help: 'the field every app document is tagged with' },
   { key: 'pre_auth_idle_timeout_ms', env: 'MDB_PRE_AUTH_IDLE_TIMEOUT_MS', flag: '--pre-auth-idle-timeout-ms', option: 'preAuthIdleTimeoutMs', arg: '<ms>', kind: 'int', min: 0, default: 60_000, help: 'close client connections that send nothing for this long before authenticating (0: never)' },
+  { key: 'slow_operation_ms', env: 'MDB_SLOW_OPERATION_MS', flag: '--slow-operation-ms', option: 'slowOperationMs', arg: '<ms>', kind: 'int', min: 0, default: 100, help: 'log operations slower than this at warn (0: log none)' },
+  { key: 'indexes.reconcile', env: 'MDB_INDEX_RECONCILE', flag: '--index-reconcile', option: 'indexReconcile', arg: '<mode>', kind: 'enum', values: ['report', 'replace'], default: 'report', help: 'what to do with a managed index that drifted: report it, or replace it' },
+  { key: 'indexes.prune', env: 'MDB_INDEX_PRUNE', flag: '--index-prune', option: 'indexPrune', arg: '<bool>', kind: 'bool', default: false, help: 'drop indexes of managed collections that no manifest lists' },
+  { key: 'indexes.interval_ms', env: 'MDB_INDEX_INTERVAL_MS', flag: '--index-interval-ms', option: 'indexIntervalMs', arg: '<ms>', kind: 'int', min: 1000, default: 60_000, help: 'how often indexes are checked again (besides start and manifest changes)' },
+  { key: 'indexes.lease_ttl_ms', env: 'MDB_INDEX_LEASE_TTL_MS', flag: '--index-lease-ttl-ms', option: 'indexLeaseTtlMs', arg: '<ms>', kind: 'int', min: 1000, default: 30_000, help: 'a reconciliation lease not renewed for this long may be taken over by another proxy' },
   { key: 'upstream.connect_timeout_ms', env: 'MDB_CONNECT_TIMEOUT_MS', flag: '--connect-timeout-ms', option: 'connectTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 10_000, help: 'timeout for opening one upstream connection' },
   { key: 'upstream.server_selection_timeout_ms', env: 'MDB_SERVER_SELECTION_TIMEOUT_MS', flag: '--server-selection-timeout-ms', option: 'serverSelectionTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 30_000, help: 'how long to wait for a usable upstream server, at start and per request' },
   { key: 'upstream.pool.max_size', env: 'MDB_POOL_MAX_SIZE', flag: '--pool-max-size', option: 'poolMaxSize', arg: '<n>', kind: 'int', min: 1, default: 100, help: 'raw connections per upstream server' },
@@ -164,6 +180,12 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
     const spec = setting(key);
     return parseInteger(given(spec), spec.min ?? 0);
   };
+  const bool = (key: string): boolean => {
+    const g = given(setting(key));
+    if (typeof g.value === 'boolean') return g.value;
+    if (g.text && typeof g.value === 'string' && /^(true|false)$/i.test(g.value.trim())) return g.value.trim().toLowerCase() === 'true';
+    throw new ConfigError(`${g.where}: expected true or false, found ${found(g)}`);
+  };
 
   return {
     configDir,
@@ -185,6 +207,13 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
     shutdownGraceMS: int('shutdown_grace_ms'),
     preAuthIdleTimeoutMS: int('pre_auth_idle_timeout_ms'),
     tagField: str('tag_field'),
+    slowOperationMS: int('slow_operation_ms'),
+    indexes: {
+      reconcile: str('indexes.reconcile') as 'report' | 'replace',
+      prune: bool('indexes.prune'),
+      intervalMS: int('indexes.interval_ms'),
+      leaseTtlMS: int('indexes.lease_ttl_ms'),
+    },
   };
 }
 
@@ -262,6 +291,9 @@ function parseString(g: Given, spec: SettingSpec): string {
         throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
       }
       return value;
+    case 'enum':
+      if (!spec.values?.includes(value)) throw new ConfigError(`${g.where}: expected ${expectation(spec)}, found ${found(g)}`);
+      return value;
     case 'fieldName':
       // _id cannot be the tag: every document of an app would share one _id.
       if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(value) || value === '_id') {
@@ -285,6 +317,10 @@ function expectation(spec: SettingSpec): string {
       return `one of ${LOG_LEVELS.join(', ')}`;
     case 'int':
       return `an integer >= ${spec.min ?? 0}`;
+    case 'enum':
+      return `one of ${(spec.values ?? []).join(', ')}`;
+    case 'bool':
+      return 'true or false';
     case 'fieldName':
       return 'a top-level field name of letters, digits and _ (not starting with a digit, not _id), e.g. app_id';
   }

@@ -55,6 +55,11 @@ const SAMPLES: Record<string, { yaml: string[]; text: string[]; pick: (c: Runtim
   shutdown_grace_ms: { yaml: ['11'], text: ['12', '13'], pick: (c) => c.shutdownGraceMS },
   pre_auth_idle_timeout_ms: { yaml: ['14'], text: ['15', '16'], pick: (c) => c.preAuthIdleTimeoutMS },
   tag_field: { yaml: ['tag_file'], text: ['tag_env', 'tag_flag'], pick: (c) => c.tagField },
+  slow_operation_ms: { yaml: ['41'], text: ['42', '43'], pick: (c) => c.slowOperationMS },
+  'indexes.reconcile': { yaml: ['replace'], text: ['report', 'replace'], pick: (c) => c.indexes.reconcile },
+  'indexes.prune': { yaml: ['true'], text: ['false', 'true'], pick: (c) => c.indexes.prune },
+  'indexes.interval_ms': { yaml: ['5001'], text: ['5002', '5003'], pick: (c) => c.indexes.intervalMS },
+  'indexes.lease_ttl_ms': { yaml: ['6001'], text: ['6002', '6003'], pick: (c) => c.indexes.leaseTtlMS },
   'upstream.connect_timeout_ms': { yaml: ['21'], text: ['22', '23'], pick: (c) => c.upstream.connectTimeoutMS },
   'upstream.server_selection_timeout_ms': {
     yaml: ['31'],
@@ -74,13 +79,14 @@ const SAMPLES: Record<string, { yaml: string[]; text: string[]; pick: (c: Runtim
 function loaded(text: string): unknown {
   const hp = /^(.+):(\d+)$/.exec(text);
   if (hp && !text.startsWith('mongodb')) return { host: hp[1], port: Number(hp[2]) };
+  if (text === 'true' || text === 'false') return text === 'true';
   return /^\d+$/.test(text) ? Number(text) : text;
 }
 
 /** runtime.yaml text setting every key to its file sample. */
 function fullRuntimeYaml(): string {
   const lines: string[] = [];
-  const nested: Record<string, string[]> = { upstream: [], 'upstream.pool': [] };
+  const nested: Record<string, string[]> = { upstream: [], 'upstream.pool': [], indexes: [] };
   for (const s of SETTINGS) {
     const parts = s.key.split('.');
     const leaf = `${parts.at(-1)}: ${SAMPLES[s.key]!.yaml[0]}`;
@@ -93,6 +99,8 @@ function fullRuntimeYaml(): string {
     ...nested.upstream!.map((l) => `  ${l}`),
     '  pool:',
     ...nested['upstream.pool']!.map((l) => `    ${l}`),
+    'indexes:',
+    ...nested.indexes!.map((l) => `  ${l}`),
     '',
   ].join('\n');
 }
@@ -124,6 +132,8 @@ describe('loadRuntimeConfig', () => {
       shutdownGraceMS: 10_000,
       preAuthIdleTimeoutMS: 60_000,
       tagField: 'app_id',
+      slowOperationMS: 100,
+      indexes: { reconcile: 'report', prune: false, intervalMS: 60_000, leaseTtlMS: 30_000 },
     } satisfies RuntimeConfig);
   });
 

@@ -1,0 +1,33 @@
+import type { IndexKey } from '../apps/manifest-types.js';
+
+/**
+ * The reconciler's view of one managed index (issue 4), as `/apps` and `mdb-runtime indexes` show it.
+ * - ok: present with the manifest's keys and options;
+ * - create: missing, to be built (or being built);
+ * - drift: an index of that name exists with other keys or options (replaced only under reconcile: replace);
+ * - prune: present, not in the manifest, and prune is on (will be dropped);
+ * - error: the last attempt failed (e.g. a unique index over duplicates); `error` says why.
+ */
+export type IndexAction = 'ok' | 'create' | 'drift' | 'prune' | 'error';
+
+export interface IndexStatus {
+  /** The app's collection name. */
+  collection: string;
+  index: string;
+  action: IndexAction;
+  keys?: readonly IndexKey[];
+  /** What differs, for drift ("unique: manifest true, upstream false"). */
+  detail?: string;
+  error?: string;
+}
+
+/** An app's index state as last reconciled. */
+export interface AppIndexState {
+  /** 'idle' before the first pass; 'reconciling' while this proxy holds the app's lease and works. */
+  phase: 'idle' | 'reconciling' | 'done' | 'failed' | 'waiting-for-lease';
+  /** When the last pass finished (ms since epoch). */
+  lastRun?: number;
+  /** The proxy instance holding the app's lease, when known. */
+  leaseHolder?: string;
+  indexes: IndexStatus[];
+}
