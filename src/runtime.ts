@@ -1,11 +1,16 @@
 import type net from 'node:net';
 import type { RuntimeConfig } from './apps/runtime-config.js';
 import { formatHostPort, redactUri } from './apps/runtime-config.js';
-import { loadApps } from './apps/registry.js';
+import { ConfigError } from './apps/config-source.js';
+import type { AppManifest } from './apps/manifests.js';
+import { AppDirectory, type ManifestProblem, type WatchOptions } from './apps/watcher.js';
+import { IndexReconciler, defaultHolderId, type AppIndexState } from './indexes/index.js';
 import type { Logger } from './observability/logger.js';
 import { HttpServer } from './observability/http.js';
 import { Upstream } from './upstream/index.js';
 import { ProxyServer } from './session/server.js';
+import { AppUsageTable } from './session/app-usage.js';
+import { DocumentCounts } from './session/document-counts.js';
 import { MAX_MESSAGE_SIZE } from './wire/constants.js';
 import { VERSION } from './version.js';
 
@@ -22,6 +27,12 @@ export interface RunningRuntime {
   httpAddress: net.AddressInfo;
   upstream: Upstream;
   proxy: ProxyServer;
+  /** The live apps: `apps.current` is the registry in force; 'reload' is emitted after each change. */
+  apps: AppDirectory;
+  /** Per-app connections, commands and rate buckets. */
+  usage: AppUsageTable;
+  /** The /apps document (what GET /apps answers). */
+  describeApps(): AppsDocument;
   /** Stops accepting, finishes in-flight requests (up to the grace period), closes the upstream. */
   stop(): Promise<void>;
 }
@@ -32,16 +43,87 @@ export const PRE_AUTH_MAX_MESSAGE_SIZE = 64 * 1024;
 export interface RuntimeOptions {
   /** The clock token expiry is judged by (milliseconds since the epoch); tests pass one they can move. */
   now?: () => number;
+  /**
+   * What an invalid manifest (or a slug conflict) at start does: 'fail' (the default, what `serve`
+   * does) throws a ConfigError naming every problem; 'serve' starts with the valid apps and answers
+   * /readyz 503 until the failing files are fixed or removed.
+   */
+  manifestErrorsAtStart?: 'fail' | 'serve';
+  /** Manifest watching (debounce, fallback rescan period); false: no hot reload. */
+  watch?: WatchOptions | false;
+  /** How long an idle connection of a removed app stays open to tell its next request why (default 2000 ms). */
+  removedAppGraceMS?: number;
+  /** Background refresh period of max_documents_per_collection counts (default 2000 ms). */
+  documentCountRefreshMS?: number;
+  /**
+   * The index reconciler (issue 4 item 4), given the apps at start: default src/indexes'
+   * IndexReconciler on the control plane's client; false runs none (tests of other layers may).
+   */
+  indexReconciler?: ((apps: readonly AppManifest[]) => IndexReconcilerHook) | false;
+}
+
+/** What the runtime needs of the index reconciler (src/indexes): fed every reload, asked for /apps. */
+export interface IndexReconcilerHook {
+  update(apps: readonly AppManifest[]): void;
+  stateOf(slug: string): AppIndexState | undefined;
+  stop(): Promise<void> | void;
+}
+
+/** GET /apps. */
+export interface AppsDocument {
+  config_dir: string;
+  /** When the manifests were last (re)loaded (ISO time). */
+  reloaded_at: string | undefined;
+  apps: AppStatusEntry[];
+  /** Every manifest file whose latest version is not serving. */
+  manifest_errors: ManifestErrorEntry[];
+}
+
+export interface ManifestErrorEntry {
+  file: string;
+  line: number | undefined;
+  column: number | undefined;
+  kind: ManifestProblem['kind'];
+  message: string;
+  since: string;
+}
+
+export interface AppStatusEntry {
+  slug: string;
+  name: string | undefined;
+  /** available; unavailable (its keys are missing from the environment: `reason`); error (no version in force: `reason`). */
+  status: 'available' | 'unavailable' | 'error';
+  reason?: string;
+  file: string;
+  /** 'latest': the file as it is; 'last_good': its latest version was refused; 'none': never loaded. */
+  serving: 'latest' | 'last_good' | 'none';
+  loaded_at: string | undefined;
+  auth_required: boolean | undefined;
+  /** Open authenticated connections (driver monitoring connections authenticated by an appName token included). */
+  connections: number;
+  /** Connections that have sent an app command: what limits.connections counts. */
+  active_connections: number;
+  /** Commands forwarded upstream since the proxy started, and their rate over the last 10 s. */
+  ops: number;
+  ops_per_second: number;
+  /** Commands refused by limits or data_access since the proxy started. */
+  refused: number;
+  limits: Record<string, number>;
+  data_access: { read_only: boolean; collections: readonly string[] | null } | undefined;
+  /** The reconciler's view (null when no reconciler runs or it has not seen the app yet). */
+  indexes: AppIndexState | null;
+  last_error: ManifestErrorEntry | null;
+  warnings: readonly string[];
 }
 
 /** Starts the proxy and its HTTP side from a loaded configuration. */
 export async function startRuntime(config: RuntimeConfig, logger: Logger, options: RuntimeOptions = {}): Promise<RunningRuntime> {
-  const apps = loadApps(config.configDir);
-  for (const m of apps) {
-    if (!m.authRequired) logger.warn({ app_id: m.slug }, `app '${m.slug}' has auth_required: false; any client naming it can act as it`);
-    for (const w of m.warnings) logger.warn({ app_id: m.slug }, w);
-    // A missing secret makes one app unavailable (its clients fail authentication), not the proxy.
-    if (m.unavailable) logger.error({ app_id: m.slug }, `app '${m.slug}' is unavailable: ${m.unavailable}`);
+  // The manifests (the directory logs each app's warnings, and each refused file with file:line:col).
+  const directory = new AppDirectory(config.configDir, { logger });
+  const startFailures = directory.startFailures;
+  if (startFailures.length > 0 && (options.manifestErrorsAtStart ?? 'fail') === 'fail') {
+    directory.close();
+    throw new ConfigError(startFailures.map((p) => p.message).join('\n'));
   }
 
   // A failure to reach the upstream at start is reported with what to check (the URI, the timeout),
@@ -71,10 +153,20 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   }
   upstream.topology.on('changed', () => logger.info({ topology: upstream.topology.describe() }, 'upstream topology changed'));
 
+  const usage = new AppUsageTable();
+  // max_documents_per_collection: counts through the control plane's own client (approximate, see
+  // src/session/document-counts.ts).
+  const documentCounts = new DocumentCounts(
+    { count: (physical) => upstream.topology.client.db(config.upstream.database).collection(physical).estimatedDocumentCount() },
+    { logger, ...(options.documentCountRefreshMS !== undefined ? { refreshMS: options.documentCountRefreshMS } : {}) },
+  );
+  documentCounts.start();
   const proxy = new ProxyServer({
     upstream,
     logger,
-    apps,
+    apps: directory,
+    usage,
+    documentCounts,
     now: options.now ?? Date.now,
     scoping: { database: config.upstream.database, tagField: config.tagField },
     limits: {
@@ -82,8 +174,45 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       preAuthMaxMessageSize: PRE_AUTH_MAX_MESSAGE_SIZE,
       preAuthIdleTimeoutMS: config.preAuthIdleTimeoutMS,
       logicalSessionTimeoutMinutes: 30,
+      ...(options.removedAppGraceMS !== undefined ? { removedAppGraceMS: options.removedAppGraceMS } : {}),
     },
   });
+
+  // ---- Index reconciliation (issue 4 item 4): in the background, on start and on every manifest change;
+  // /apps shows its state per app.
+  let reconciler: IndexReconcilerHook | undefined;
+  try {
+    const makeReconciler =
+      options.indexReconciler ??
+      ((apps: readonly AppManifest[]): IndexReconcilerHook => {
+        const r = new IndexReconciler({
+          client: upstream.topology.client,
+          database: config.upstream.database,
+          tagField: config.tagField,
+          logger,
+          defaults: config.indexes,
+          holderId: defaultHolderId(),
+        });
+        r.update(apps);
+        return r;
+      });
+    reconciler = makeReconciler === false ? undefined : makeReconciler([...directory.current]);
+  } catch (err) {
+    directory.close();
+    documentCounts.stop();
+    await upstream.close().catch(() => undefined);
+    throw err;
+  }
+
+  // ---- Hot reload: every applied change reaches the sessions (removed apps' connections close), the
+  // usage table and the reconciler.
+  directory.on('reload', (event) => {
+    proxy.appsChanged(event.registry);
+    usage.prune((slug) => event.registry.get(slug) !== undefined);
+    if (event.added.length + event.changed.length + event.removed.length > 0) reconciler?.update([...event.registry]);
+  });
+  if (options.watch !== false) directory.watch(options.watch ?? {});
+
   let stopping: Promise<void> | undefined;
   const http = new HttpServer({
     readiness: async () => {
@@ -91,16 +220,27 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       // sending new clients before the listener is gone.
       if (stopping) return { ready: false, detail: { shutting_down: true } };
       const server = upstream.topology.trySelect();
+      const apps = directory.current;
+      const failed = directory.startFailures;
+      const reasons = [
+        ...(server ? [] : ['no writable upstream server']),
+        ...(failed.length > 0 ? [`manifests failed to load at start: ${failed.map((p) => p.file).join(', ')}`] : []),
+      ];
       return {
-        ready: server !== undefined,
+        ready: reasons.length === 0,
         detail: {
+          ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
           upstream: server ? `${server.type} ${server.address}` : 'no writable upstream server',
           apps: apps.size,
           unavailable_apps: [...apps].filter((m) => m.unavailable).map((m) => m.slug),
+          // A refused reload keeps the proxy ready (the last good version serves) but shows here.
+          manifest_errors: directory.problems.map(errorEntry),
         },
       };
     },
+    apps: () => describeApps(),
   });
+  const describeApps = (): AppsDocument => appsDocument(directory, usage, reconciler);
 
   let proxyAddress: net.AddressInfo;
   let httpAddress: net.AddressInfo;
@@ -112,6 +252,9 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   } catch (err) {
     await proxy.shutdown(0).catch(() => undefined);
     await http.close().catch(() => undefined);
+    directory.close();
+    documentCounts.stop();
+    await reconciler?.stop();
     await upstream.close();
     throw new StartupError(`cannot listen on ${what}: ${(err as Error).message}`, { cause: err });
   }
@@ -127,7 +270,8 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       upstream: upstreamUri,
       database: config.upstream.database,
       topology: upstream.topology.describe(),
-      apps: apps.slugs,
+      apps: directory.current.slugs,
+      ...(startFailures.length > 0 ? { manifest_errors: startFailures.map((p) => p.file) } : {}),
       config: config.file ?? config.configDir,
       version: VERSION,
     },
@@ -139,15 +283,71 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     httpAddress,
     upstream,
     proxy,
+    apps: directory,
+    usage,
+    describeApps,
     stop() {
       stopping ??= (async () => {
         logger.info({ connections: proxy.connectionCount }, 'shutting down: no new connections, finishing requests');
+        directory.close();
         await proxy.shutdown(config.shutdownGraceMS);
+        documentCounts.stop();
+        await reconciler?.stop();
         await http.close();
         await upstream.close();
         logger.info('mdb-runtime stopped');
       })();
       return stopping;
     },
+  };
+}
+
+function iso(ms: number | undefined): string | undefined {
+  return ms === undefined ? undefined : new Date(ms).toISOString();
+}
+
+function errorEntry(p: ManifestProblem): ManifestErrorEntry {
+  return { file: p.file, line: p.line, column: p.column, kind: p.kind, message: p.message, since: new Date(p.since).toISOString() };
+}
+
+/** GET /apps: every manifest file's app (in force or failing), with usage and index state. */
+function appsDocument(directory: AppDirectory, usage: AppUsageTable, reconciler: IndexReconcilerHook | undefined): AppsDocument {
+  const apps: AppStatusEntry[] = [];
+  for (const f of directory.files) {
+    const m = f.inForce;
+    const u = m ? usage.peek(m.slug) : undefined;
+    const limits: Record<string, number> = {};
+    if (m?.limits.connections !== undefined) limits.connections = m.limits.connections;
+    if (m?.limits.operationsPerSecond !== undefined) limits.operations_per_second = m.limits.operationsPerSecond;
+    if (m?.limits.maxDocumentBytes !== undefined) limits.max_document_bytes = m.limits.maxDocumentBytes;
+    if (m?.limits.maxDocumentsPerCollection !== undefined) limits.max_documents_per_collection = m.limits.maxDocumentsPerCollection;
+    const status: AppStatusEntry['status'] = !m ? 'error' : m.unavailable ? 'unavailable' : 'available';
+    const reason = !m ? f.error?.message : m.unavailable;
+    apps.push({
+      slug: m?.slug ?? f.slug,
+      name: m?.name,
+      status,
+      ...(reason !== undefined ? { reason } : {}),
+      file: f.file,
+      serving: !m ? 'none' : f.error ? 'last_good' : 'latest',
+      loaded_at: iso(f.loadedAt),
+      auth_required: m?.authRequired,
+      connections: u?.connections ?? 0,
+      active_connections: u?.activeConnections ?? 0,
+      ops: u?.ops ?? 0,
+      ops_per_second: u?.opsPerSecond() ?? 0,
+      refused: u?.refused ?? 0,
+      limits,
+      data_access: m ? { read_only: m.dataAccess.readOnly, collections: m.dataAccess.collections ?? null } : undefined,
+      indexes: (m && reconciler?.stateOf(m.slug)) ?? null,
+      last_error: f.error ? errorEntry(f.error) : null,
+      warnings: m?.warnings ?? [],
+    });
+  }
+  return {
+    config_dir: directory.configDir,
+    reloaded_at: iso(directory.reloadedAt),
+    apps,
+    manifest_errors: directory.problems.map(errorEntry),
   };
 }

@@ -11,8 +11,29 @@ export class ConfigError extends Error {
   }
 }
 
+/** A key path into a configuration value: map keys and list indexes (`['auth', 'jwt', 'keys', 1]`). */
+export type KeyPath = readonly (string | number)[];
+
+/**
+ * Where the values of a configuration file came from, for messages: `file:line:col` of a key path, and
+ * the key path as the person wrote it. A YamlFile is one; a migrated manifest maps its paths back to the
+ * file it was migrated from.
+ */
+export interface Locator {
+  readonly file: string;
+  /** `file:line:col` of the value at `path` (or of its key with `which: 'key'`). */
+  at(path: KeyPath, which?: 'value' | 'key'): string;
+  /** The key path as written in the file: `auth.jwt.keys[1].secret_env`. */
+  label(path: KeyPath): string;
+}
+
+/** `auth.jwt.keys[1].secret_env` for `['auth', 'jwt', 'keys', 1, 'secret_env']`. */
+export function keyPathName(path: KeyPath): string {
+  return path.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? k : `.${k}`)).join('');
+}
+
 /** A parsed YAML (or JSON) file that remembers where each value came from, for error messages. */
-export class YamlFile {
+export class YamlFile implements Locator {
   private constructor(
     readonly file: string,
     readonly value: unknown,
@@ -53,7 +74,7 @@ export class YamlFile {
    * when the path does not
    * exist, the position of the nearest ancestor that does; `file` alone for an empty document.
    */
-  at(path: readonly (string | number)[], which: 'value' | 'key' = 'value'): string {
+  at(path: KeyPath, which: 'value' | 'key' = 'value'): string {
     let node: unknown = this.doc.contents;
     let offset = rangeStart(node);
     for (let i = 0; i < path.length; i++) {
@@ -66,7 +87,7 @@ export class YamlFile {
         continue;
       }
       if (!isMap(node)) break;
-      const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === path[i]);
+      const pair = node.items.find((p) => scalarKey(p.key) === path[i]);
       if (!pair) break;
       const last = i === path.length - 1;
       offset = (last && which === 'key' ? undefined : rangeStart(pair.value)) ?? rangeStart(pair.key) ?? offset;
@@ -76,6 +97,33 @@ export class YamlFile {
     const { line, col } = this.lines.linePos(offset);
     return `${this.file}:${line}:${col}`;
   }
+
+  label(path: KeyPath): string {
+    return keyPathName(path);
+  }
+
+  /**
+   * The keys of the mapping at `path` in the order the file gives them (a JavaScript object puts
+   * integer-like keys first, which would reorder an index's keys); undefined when it is not a mapping.
+   */
+  keysAt(path: KeyPath): string[] | undefined {
+    let node: unknown = this.doc.contents;
+    for (const segment of path) {
+      if (typeof segment === 'number') {
+        if (!isSeq(node)) return undefined;
+        node = node.items[segment];
+      } else {
+        if (!isMap(node)) return undefined;
+        node = node.items.find((p) => scalarKey(p.key) === segment)?.value;
+      }
+    }
+    if (!isMap(node)) return undefined;
+    return node.items.map((p) => scalarKey(p.key));
+  }
+}
+
+function scalarKey(key: unknown): string {
+  return String(isScalar(key) ? key.value : key);
 }
 
 /** The start of the innermost scalar or flow collection that runs up to `offset` (the end of the file). */

@@ -2,7 +2,7 @@ import crypto, { type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLocalJWKSet, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose';
-import { ConfigError, closest, describeValue, type YamlFile } from './config-source.js';
+import { ConfigError, closest, describeValue, type Locator } from './config-source.js';
 import { ACTIONS, type Action, type RbacConfig, type RoleDefinition } from '../policy/rbac.js';
 
 /**
@@ -17,7 +17,9 @@ import { ACTIONS, type Action, type RbacConfig, type RoleDefinition } from '../p
  *     roles: { reader: { read: ['*'] } }
  *     default_role: reader
  *
- * Keys are imported here, once per manifest load, and verification reuses them. Problems in the file
+ * The manifest schema (manifest-schema.ts) checks this section's structure before it gets here; the
+ * checks below stay so that the section also parses safely on its own, and add what a schema cannot
+ * say. Keys are imported here, once per manifest load, and verification reuses them. Problems in the file
  * (types, unknown keys, unusable algorithm lists, unreadable key files) are ConfigErrors. A secret that
  * is missing from the environment is not: the deployment, not the file, is wrong, so the key is left
  * out with a reason and the caller decides (the app is unavailable when no key is left).
@@ -77,14 +79,14 @@ type KeyPath = (string | number)[];
 /** Helpers bound to one manifest file, producing errors in the manifests' style. */
 class Reader {
   constructor(
-    readonly yaml: YamlFile,
+    readonly yaml: Locator,
     readonly configDir: string,
     readonly env: NodeJS.ProcessEnv,
   ) {}
 
   /** `auth.jwt.keys[1].secret_env` */
   name(keyPath: KeyPath): string {
-    return keyPath.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? k : `.${k}`)).join('');
+    return this.yaml.label(keyPath);
   }
 
   error(keyPath: KeyPath, message: string): ConfigError {
@@ -137,7 +139,7 @@ class Reader {
 }
 
 export function parseAuthSection(
-  yaml: YamlFile,
+  yaml: Locator,
   raw: unknown,
   options: { configDir: string; env: NodeJS.ProcessEnv },
 ): AuthSection {

@@ -21,19 +21,41 @@ export class AppRegistry implements Iterable<AppManifest> {
 
   /** Throws a ConfigError listing every conflict, each naming both files. */
   static build(manifests: readonly AppManifest[], separator = PREFIX_SEPARATOR): AppRegistry {
-    const problems: string[] = [];
+    const { registry, refused } = AppRegistry.admit(manifests, separator);
+    if (refused.length > 0) throw new ConfigError(refused.map((r) => r.reason).join('\n'));
+    return registry;
+  }
+
+  /**
+   * Registers manifests in order, refusing (instead of throwing for) each one that breaks the slug
+   * rules next to those already admitted: the earlier manifest wins a conflict. Hot reload passes the
+   * apps already serving first, so a new file can never push out a running app.
+   */
+  static admit(
+    manifests: readonly AppManifest[],
+    separator = PREFIX_SEPARATOR,
+  ): { registry: AppRegistry; refused: { manifest: AppManifest; reason: string }[] } {
+    const refused: { manifest: AppManifest; reason: string }[] = [];
     const apps = new Map<string, AppManifest>();
     for (const m of manifests) {
       if (!SLUG_PATTERN.test(m.slug)) {
-        problems.push(`${m.file}: slug: '${m.slug}' does not match ${SLUG_PATTERN.source}`);
+        refused.push({ manifest: m, reason: `${m.file}: slug: '${m.slug}' does not match ${SLUG_PATTERN.source}` });
         continue;
       }
-      const conflict = [...apps.values()].map((other) => conflictBetween(other, m, separator)).find((c) => c !== undefined);
-      if (conflict) problems.push(conflict);
+      let conflict: string | undefined;
+      for (const other of apps.values()) {
+        conflict = conflictBetween(other, m, separator);
+        if (conflict) break;
+      }
+      if (conflict) refused.push({ manifest: m, reason: conflict });
       else apps.set(m.slug, m);
     }
-    if (problems.length > 0) throw new ConfigError(problems.join('\n'));
-    return new AppRegistry(apps, separator);
+    return { registry: new AppRegistry(apps, separator), refused };
+  }
+
+  /** An empty registry (no app can connect). */
+  static empty(separator = PREFIX_SEPARATOR): AppRegistry {
+    return new AppRegistry(new Map(), separator);
   }
 
   get(slug: string): AppManifest | undefined {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { ConfigError, YamlFile, closest, describeValue } from './config-source.js';
+import { runtimeSchemaProblems } from './schema.js';
 
 export { ConfigError } from './config-source.js';
 
@@ -64,7 +65,7 @@ export interface ConfigOverrides {
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
-type SettingKind = 'hostport' | 'uri' | 'database' | 'logLevel' | 'int' | 'fieldName' | 'bool' | 'enum';
+export type SettingKind = 'hostport' | 'uri' | 'database' | 'logLevel' | 'int' | 'fieldName' | 'bool' | 'enum';
 
 /** One setting of runtime.yaml with its env variable and flag (DESIGN.md section 2). */
 export interface SettingSpec {
@@ -187,7 +188,7 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
     throw new ConfigError(`${g.where}: expected true or false, found ${found(g)}`);
   };
 
-  return {
+  const config: RuntimeConfig = {
     configDir,
     file,
     listen: hostPort('listen'),
@@ -215,9 +216,38 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
       leaseTtlMS: int('indexes.lease_ttl_ms'),
     },
   };
+  // The file must also satisfy schema/runtime.schema.json (the checks above come first, for their
+  // messages; this catches what they let through, e.g. a quoted number).
+  if (yaml) {
+    const problems = runtimeSchemaProblems(raw, yaml);
+    if (problems.length > 0) throw new ConfigError(problems.map((p) => p.message).join('\n'));
+  }
+  return config;
 }
 
-function resolveConfigDir(overrides: ConfigOverrides, env: NodeJS.ProcessEnv): string {
+/**
+ * Every problem of the runtime.yaml (or runtime.yml) in `configDir` on its own, without env variables
+ * and flags: YAML syntax, the schema (unknown keys, types, ranges). Empty when there is no such file.
+ */
+export function runtimeFileProblems(configDir: string): string[] {
+  let file: string | undefined;
+  try {
+    file = findRuntimeFile(configDir);
+  } catch (err) {
+    return [(err as Error).message];
+  }
+  if (!file) return [];
+  let yaml: YamlFile;
+  try {
+    yaml = YamlFile.parse(file, fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    return [(err as Error).message];
+  }
+  return runtimeSchemaProblems(yaml.value ?? {}, yaml).map((p) => p.message);
+}
+
+/** The config directory named by --config, MDB_CONFIG or the default; a named one must exist. */
+export function resolveConfigDir(overrides: Pick<ConfigOverrides, 'config'>, env: NodeJS.ProcessEnv): string {
   const fromEnv = env[CONFIG_DIR_SETTING.env] || undefined;
   const where = overrides.config !== undefined ? CONFIG_DIR_SETTING.flag : fromEnv !== undefined ? CONFIG_DIR_SETTING.env : undefined;
   const dir = path.resolve(overrides.config ?? fromEnv ?? CONFIG_DIR_SETTING.default);
@@ -231,7 +261,8 @@ function resolveConfigDir(overrides: ConfigOverrides, env: NodeJS.ProcessEnv): s
   return dir;
 }
 
-function findRuntimeFile(configDir: string): string | undefined {
+/** config/runtime.yaml or runtime.yml (not both), or undefined. */
+export function findRuntimeFile(configDir: string): string | undefined {
   const found = ['runtime.yaml', 'runtime.yml'].map((f) => path.join(configDir, f)).filter((f) => fs.existsSync(f));
   if (found.length > 1) throw new ConfigError(`${found.join(' and ')} both exist; keep one of them`);
   return found[0];
@@ -305,7 +336,8 @@ function parseString(g: Given, spec: SettingSpec): string {
   }
 }
 
-function expectation(spec: SettingSpec): string {
+/** What a setting's value must be, in words (errors of the loader and the schema's `x-expected`). */
+export function expectation(spec: SettingSpec): string {
   switch (spec.kind) {
     case 'hostport':
       return HOST_PORT_EXPECTED;
@@ -336,7 +368,7 @@ function parseInteger(g: Given, min: number): number {
   return n;
 }
 
-const HOST_PORT_EXPECTED = 'host:port (e.g. 127.0.0.1:27100) with a port from 0 to 65535';
+export const HOST_PORT_EXPECTED = 'host:port (e.g. 127.0.0.1:27100) with a port from 0 to 65535';
 
 /** Parses `host:port`, `[v6]:port` or a bare port; `where` names the source for the error. */
 export function parseHostPort(value: string, where: string): HostPort {

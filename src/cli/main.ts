@@ -4,6 +4,8 @@ import { CONFIG_DIR_SETTING, ConfigError, SETTINGS, loadRuntimeConfig, type Conf
 import { createLogger, type Logger } from '../observability/logger.js';
 import { StartupError, startRuntime, type RunningRuntime } from '../runtime.js';
 import { CliError, addTokenCommand } from './token.js';
+import { addIndexesCommand } from './indexes.js';
+import { addValidateCommand } from './validate.js';
 import { VERSION } from '../version.js';
 
 const program = new Command('mdb-runtime')
@@ -72,6 +74,8 @@ serve.addHelpText('after', settingsHelp()).action(async (opts: ConfigOverrides) 
 });
 
 addTokenCommand(program);
+addIndexesCommand(program);
+addValidateCommand(program);
 
 /** Exits once the log lines written so far are flushed (or after 2 s if stdout does not drain). */
 function exit(logger: Logger, code: number): void {

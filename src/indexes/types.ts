@@ -19,6 +19,8 @@ export interface IndexStatus {
   /** What differs, for drift ("unique: manifest true, upstream false"). */
   detail?: string;
   error?: string;
+  /** The physical collection (`<slug>_<collection>` in the shared database). */
+  physicalCollection?: string;
 }
 
 /** An app's index state as last reconciled. */
@@ -29,5 +31,7 @@ export interface AppIndexState {
   lastRun?: number;
   /** The proxy instance holding the app's lease, when known. */
   leaseHolder?: string;
+  /** Why the last pass failed as a whole (phase 'failed': e.g. the upstream could not be reached). */
+  error?: string;
   indexes: IndexStatus[];
 }

@@ -4,9 +4,11 @@ import type net from 'node:net';
 export interface HealthSource {
   /** Upstream reachable and manifests loaded, or the reason not. */
   readiness(): Promise<{ ready: boolean; detail: Record<string, unknown> }>;
+  /** The /apps document: every app, its status, usage and index state. */
+  apps?(): unknown;
 }
 
-/** The HTTP side: /healthz (alive) and /readyz (able to serve). */
+/** The HTTP side: /healthz (alive), /readyz (able to serve) and /apps (the apps and their state). */
 export class HttpServer {
   private readonly server: http.Server;
 
@@ -39,6 +41,9 @@ export class HttpServer {
         const { ready, detail } = await this.health.readiness();
         return send(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', ...detail });
       }
+      case '/apps':
+        if (this.health.apps) return send(res, 200, this.health.apps());
+        return send(res, 404, { error: `no such endpoint: ${path}` });
       default:
         return send(res, 404, { error: `no such endpoint: ${path}` });
     }

@@ -1,4 +1,5 @@
 import { Binary, deserialize, type Document } from 'bson';
+import { decodeJwt } from 'jose';
 import type { Logger } from '../observability/logger.js';
 import type { AppManifest } from '../apps/manifests.js';
 import { APPNAME_MAX_BYTES, CLOCK_TOLERANCE_SECONDS, TokenError, looksLikeJwt, verifyAppToken, type AppLookup, type VerifiedToken } from '../apps/tokens.js';
@@ -20,9 +21,13 @@ import { CommandError, commandError } from '../policy/errors.js';
 export type Transport = 'appName' | 'PLAIN' | 'MONGODB-OIDC' | 'dev';
 
 export interface Identity {
+  /** The app's manifest when the connection authenticated (requests resolve the current one by slug). */
   readonly app: AppManifest;
   readonly sub: string | undefined;
+  /** The roles resolved at authentication (requests re-resolve `rolesClaim` when the manifest changes). */
   readonly roles: ResolvedRoles;
+  /** The token's `roles` claim as verified (undefined when absent, and for dev identities). */
+  readonly rolesClaim: readonly string[] | undefined;
   /** Milliseconds since the epoch (the token's exp); undefined for dev identities and tokens without exp. */
   readonly expiresAt: number | undefined;
   readonly transport: Transport;
@@ -138,7 +143,7 @@ export class ConnectionAuthenticator {
   private async fromAppName(appName: string): Promise<void> {
     if (looksLikeJwt(appName)) {
       try {
-        this.accept(await this.verify(appName), 'appName');
+        this.accept(await this.verify(appName), 'appName', appName);
       } catch (err) {
         this.logFailure(err, 'appName', false);
         this.appNameError =
@@ -153,7 +158,7 @@ export class ConnectionAuthenticator {
     }
     const app = this.options.apps.get(appName);
     if (app && !app.authRequired) {
-      this.accept({ app, sub: undefined, roles: resolveRoles(app.rbac, undefined), expiresAt: undefined, alg: 'none' }, 'dev');
+      this.accept({ app, sub: undefined, roles: resolveRoles(app.rbac, undefined), expiresAt: undefined, alg: 'none' }, 'dev', undefined);
     }
   }
 
@@ -173,7 +178,7 @@ export class ConnectionAuthenticator {
       if (parts.length !== 3) throw new AuthFailure('malformed PLAIN payload (expected authzid\\0user\\0token)');
       const [authzid, user, token] = parts as [string, string, string];
       if (authzid !== '' && authzid !== user) throw new AuthFailure(`PLAIN authzid '${authzid}' differs from the user name '${user}'`, user);
-      this.accept(await this.verify(token, user), 'PLAIN');
+      this.accept(await this.verify(token, user), 'PLAIN', token);
       return;
     }
     let jwt: unknown;
@@ -185,20 +190,33 @@ export class ConnectionAuthenticator {
     if (typeof jwt !== 'string') {
       throw new AuthFailure('MONGODB-OIDC payload has no jwt: only the machine flow is supported (a callback returning the token, e.g. OIDC_CALLBACK)');
     }
-    this.accept(await this.verify(jwt), 'MONGODB-OIDC');
+    this.accept(await this.verify(jwt), 'MONGODB-OIDC', jwt);
   }
 
   private verify(token: string, expectedApp?: string): Promise<VerifiedToken> {
     return verifyAppToken(token, this.options.apps, { now: this.options.now(), ...(expectedApp !== undefined ? { expectedApp } : {}) });
   }
 
-  /** Sets the identity; a connection never changes app (re-authentication must name the same one). */
-  private accept(verified: VerifiedToken, transport: Transport): void {
+  /**
+   * Sets the identity; a connection never changes app (re-authentication must name the same one).
+   * `token` is the verified token (undefined for dev identities), whose roles claim is kept so that a
+   * changed manifest can resolve it again.
+   */
+  private accept(verified: VerifiedToken, transport: Transport, token: string | undefined): void {
     const previous = this.current;
     if (previous && previous.app.slug !== verified.app.slug) {
       throw new AuthFailure(`this connection belongs to app '${previous.app.slug}'; a token for '${verified.app.slug}' cannot take it over`, verified.app.slug);
     }
-    const identity: Identity = { app: verified.app, sub: verified.sub, roles: verified.roles, expiresAt: verified.expiresAt, transport };
+    // verifyAppToken checked the claim's shape: a list of strings, or absent.
+    const claim = token === undefined ? undefined : (decodeJwt(token).roles as string[] | undefined);
+    const identity: Identity = {
+      app: verified.app,
+      sub: verified.sub,
+      roles: verified.roles,
+      rolesClaim: claim,
+      expiresAt: verified.expiresAt,
+      transport,
+    };
     this.current = identity;
     this.appNameError = undefined;
     this.options.logger.info(

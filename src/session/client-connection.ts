@@ -12,7 +12,7 @@ import { BsonType, findElement } from '../wire/bson-bytes.js';
 import { lookupCommand, type CommandSpec } from '../policy/commands.js';
 import { decodeDocument, encodeDocument } from '../policy/decode.js';
 import type { CursorView, ReplyPlan, RewrittenCommand } from '../policy/handler.js';
-import { authorize } from '../policy/rbac.js';
+import { RoleError, authorize, resolveRoles, type ResolvedRoles } from '../policy/rbac.js';
 import { rewriteReply } from '../policy/reply.js';
 import { rewriteCommand } from '../policy/rewrite.js';
 import { makeScope, type AppScope } from '../policy/scope.js';
@@ -21,12 +21,41 @@ import { UpstreamError, upstreamRequestIds, type ConnectionPool, type UpstreamCo
 import type { ProxyContext } from './context.js';
 import { ConnectionAuthenticator, type Identity } from './authentication.js';
 import { helloReply, runLocalCommand, MAX_POLICY_WIRE_VERSION, type LocalCommandContext } from './local-commands.js';
+import type { AppManifest } from '../apps/manifests.js';
+import type { AppRegistry } from '../apps/registry.js';
+import type { AppUsage } from './app-usage.js';
+import {
+  LimitError,
+  RATE_EXEMPT,
+  allowedCollections,
+  checkDataAccess,
+  documentTooLarge,
+  insertedCount,
+  oversizeDocument,
+  rateLimited,
+  restrictListing,
+  tooManyDocuments,
+} from './app-limits.js';
 
 /** Commands are decoded without promoting values so that a re-encoded command is byte-identical. */
 const DECODE_OPTIONS = { promoteValues: false, bsonRegExp: true } as const;
 /** Pipelined requests queued beyond this pause reading from the socket. */
 const MAX_QUEUED_MESSAGES = 32;
 const HANDSHAKE_COMMANDS = new Set(['hello', 'isMaster', 'ismaster']);
+
+/** After its app is removed, how long an idle connection stays open to tell its next request why. */
+const DEFAULT_REMOVED_APP_GRACE_MS = 2000;
+
+/** An error answered before the connection closes (its app was removed, or it is over the connection limit). */
+class ClosingError extends CommandError {}
+/** The request of a connection whose app was removed: answered with this, then the connection closes. */
+class RevokedError extends ClosingError {}
+
+/** The app a request runs as: the manifest in force now and the identity's roles resolved against it. */
+interface LiveApp {
+  readonly manifest: AppManifest;
+  readonly roles: ResolvedRoles;
+}
 
 /** An upstream connection held across requests so a client's moreToCome writes stay ordered. */
 interface HeldConnection {
@@ -55,6 +84,15 @@ export class ClientConnection {
   private preAuthIdleTimer: NodeJS.Timeout | undefined;
   private readonly closedPromise: Promise<void>;
   private resolveClosed!: () => void;
+  /** The app's usage entry, counted in its connections while this connection is authenticated. */
+  private usage: AppUsage | undefined;
+  /** Counted in the app's active connections (limits.connections) since its first app command. */
+  private active = false;
+  /** The manifest the last request ran with, and the roles resolved against it (re-resolved on change). */
+  private live: LiveApp | undefined;
+  /** Set when the connection's app was removed (or its dev identity no longer allowed): why. */
+  private revoked: string | undefined;
+  private revokeTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -66,7 +104,7 @@ export class ClientConnection {
     this.framer = new MessageFramer(ctx.limits.preAuthMaxMessageSize);
     this.log = ctx.logger.child({ conn: id });
     this.auth = new ConnectionAuthenticator({
-      apps: ctx.apps,
+      apps: { get: (slug) => ctx.apps.current.get(slug) },
       logger: this.log,
       now: ctx.now,
       onAuthenticated: (identity) => this.onAuthenticated(identity),
@@ -91,7 +129,91 @@ export class ClientConnection {
     return this.auth.identity;
   }
 
+  /**
+   * limits.connections counts the app's active connections: those that have sent an app command.
+   * Driver monitoring connections (hello only, authenticated by an appName token) do not count. The
+   * first app command of a connection beyond the limit is answered AuthenticationFailed (18) with the
+   * reason, and the connection closes; a lowered limit leaves the connections already counted open.
+   */
+  private activate(app: AppManifest, usage: AppUsage): void {
+    const limit = app.limits.connections;
+    if (limit !== undefined && usage.activeConnections >= limit) {
+      usage.refused++;
+      throw new ClosingError(
+        'AuthenticationFailed',
+        `app '${app.slug}' has reached its limit of ${limit} connections (limits.connections); this connection is closed. ` +
+          "Close idle clients, or keep the driver's maxPoolSize within the limit",
+        18,
+      );
+    }
+    usage.activeConnections++;
+    this.active = true;
+  }
+
+  /**
+   * The app this request runs as: the manifest in force now, looked up by slug (a reload applies to
+   * the next request), with the token's roles claim resolved against its roles. Throws RevokedError
+   * when the app was removed, Unauthorized when the token's roles no longer exist.
+   */
+  private liveApp(identity: Identity): LiveApp {
+    if (this.revoked) throw new RevokedError('Unauthorized', this.revoked, 13);
+    const manifest = this.ctx.apps.current.get(identity.app.slug);
+    const gone = this.revocationReason(identity, manifest);
+    if (gone !== undefined || manifest === undefined) {
+      this.revoke(gone ?? `app '${identity.app.slug}' was removed`);
+      throw new RevokedError('Unauthorized', this.revoked!, 13);
+    }
+    if (this.live?.manifest === manifest) return this.live;
+    let roles: ResolvedRoles;
+    if (manifest === identity.app) roles = identity.roles;
+    else {
+      try {
+        roles = resolveRoles(manifest.rbac, identity.rolesClaim);
+      } catch (err) {
+        if (!(err instanceof RoleError)) throw err;
+        throw commandError('Unauthorized', `the roles of this connection's token are no longer valid for app '${manifest.slug}': ${err.message}; connect with a new token`);
+      }
+    }
+    this.live = { manifest, roles };
+    return this.live;
+  }
+
+  /** Why this connection may no longer act as its app under `manifest` (undefined: it may). */
+  private revocationReason(identity: Identity, manifest: AppManifest | undefined): string | undefined {
+    if (!manifest) return `app '${identity.app.slug}' was removed from the configuration; this connection is closed`;
+    if (identity.transport === 'dev' && manifest.authRequired) {
+      return `app '${manifest.slug}' now requires authentication (auth_required: true); this connection selected it by appName only and is closed`;
+    }
+    return undefined;
+  }
+
+  /** After a manifest reload: starts closing the connection if its app is gone. */
+  appsChanged(registry: AppRegistry): void {
+    const identity = this.auth.identity;
+    if (!identity || this.closed || this.revoked) return;
+    const reason = this.revocationReason(identity, registry.get(identity.app.slug));
+    if (reason) this.revoke(reason);
+  }
+
+  /**
+   * Stops serving the app: the request in progress finishes; the next request is answered with the
+   * reason (Unauthorized) and the connection closes; an idle connection closes after a short grace.
+   */
+  private revoke(reason: string): void {
+    if (this.revoked || this.closed) return;
+    this.revoked = reason;
+    this.log.warn({ reason, file: this.auth.identity?.app.file }, `closing connection: ${reason}`);
+    this.revokeTimer = setTimeout(() => void this.drain(), this.ctx.limits.removedAppGraceMS ?? DEFAULT_REMOVED_APP_GRACE_MS);
+    this.revokeTimer.unref();
+  }
+
   private onAuthenticated(identity: Identity): void {
+    // A new identity (re-authentication) resolves its own roles on the next request.
+    this.live = undefined;
+    if (!this.usage) {
+      this.usage = this.ctx.usage.get(identity.app.slug);
+      this.usage.connections++;
+    }
     this.framer.maxMessageSize = this.ctx.limits.maxMessageSize;
     clearTimeout(this.preAuthIdleTimer);
     this.preAuthIdleTimer = undefined;
@@ -134,6 +256,13 @@ export class ClientConnection {
     this.closed = true;
     this.queue.length = 0;
     clearTimeout(this.preAuthIdleTimer);
+    clearTimeout(this.revokeTimer);
+    if (this.usage) {
+      this.usage.connections--;
+      if (this.active) this.usage.activeConnections--;
+      this.usage = undefined;
+      this.active = false;
+    }
     if (this.held) {
       this.held.pool.release(this.held.conn);
       this.held = undefined;
@@ -241,6 +370,9 @@ export class ClientConnection {
       reply = errorReply(err);
     } else if (err instanceof CommandError) {
       reply = errorReply(err);
+      if (err instanceof LimitError) Object.assign(reply, err.extra);
+      // The app was removed, or the connection is over its app's limit: this answer says so, then it closes.
+      if (err instanceof ClosingError) closeAfter = true;
     } else if (err instanceof BSONError) {
       reply = errorReply({ code: 22, codeName: 'InvalidBSON', message: `invalid BSON in command: ${err.message}` });
     } else {
@@ -250,7 +382,7 @@ export class ClientConnection {
     // A moreToCome request gets no reply, even an error.
     const moreToCome = opCode === OpCode.MSG && msg.length >= 20 && (msg.readUInt32LE(16) & MsgFlag.MORE_TO_COME) !== 0;
     if (!moreToCome) this.reply(opCode, requestId, reply);
-    if (closeAfter) this.close('fatal message error', true);
+    if (closeAfter) this.close(err instanceof ClosingError ? err.message : 'fatal message error', true);
   }
 
   private reply(opCode: number, responseTo: number, doc: Document): void {
@@ -294,7 +426,9 @@ export class ClientConnection {
     // ---- Identity gate (issue 3 item 1): unauthenticated connections run only pre-auth commands; an
     // expired token gets ReauthenticationRequired (MONGODB-OIDC) or AuthenticationFailed. ----
     this.auth.check(spec.name, spec.preAuth === true);
-    // ---- (scoping and RBAC of this.auth.identity attach here) ----
+    // ---- The app as configured now (hot reload): removed → this request is refused and the connection closes.
+    const authenticated = this.auth.identity;
+    const live = authenticated ? this.liveApp(authenticated) : undefined;
     if (spec.adminOnly && db !== 'admin') {
       throw commandError('Unauthorized', `${name} may only be run against the admin database.`);
     }
@@ -313,7 +447,7 @@ export class ClientConnection {
       return;
     }
     const identity = this.auth.identity;
-    if (!identity) {
+    if (!identity || !live) {
       // The two forwarded commands allowed before authentication: buildInfo holds no app data and goes
       // upstream as sent; endSessions has no app's sessions to end.
       if (spec.name === 'endSessions') {
@@ -327,11 +461,66 @@ export class ClientConnection {
       if (reply && !this.closed) this.socket.write(readdressOpMsg(reply, this.replyIds.take(), parsed.requestId));
       return;
     }
+    const app = live.manifest;
+    const usage = this.usage ?? this.ctx.usage.get(app.slug);
+    if (!this.active) this.activate(app, usage);
+    // ---- limits.operations_per_second: one bucket per app, before any work is done for the command.
+    const rate = app.limits.operationsPerSecond;
+    if (rate !== undefined && !RATE_EXEMPT.has(spec.name)) {
+      const wait = usage.admit(rate);
+      if (wait > 0) {
+        usage.refused++;
+        throw rateLimited(app, rate, wait);
+      }
+    }
     // ---- Scoping (issue 3): the policy layer rewrites the command for the app, RBAC checks what it touches.
-    const scope = this.scopeFor(identity.app.slug, identity.app.exposeTag);
-    const rewritten = rewriteCommand(scope, spec, name, cmd, parsed.sequences);
-    authorize(identity.roles, rewritten.access, name);
+    const scope = this.scopeFor(app.slug, app.exposeTag);
+    let rewritten = rewriteCommand(scope, spec, name, cmd, parsed.sequences);
+    authorize(live.roles, rewritten.access, name);
+    // ---- data_access and the document limits of the manifest (issue 4).
+    try {
+      rewritten = await this.applyManifestLimits(app, scope, spec, name, cmd, parsed.sequences, rewritten);
+    } catch (err) {
+      usage.refused++;
+      throw err;
+    }
     await this.forward(scope, rewritten, parsed, cmd, spec, moreToCome);
+    usage.served();
+  }
+
+  /**
+   * data_access (read_only, collections) on what the policy layer says the command touches, then
+   * max_document_bytes on the documents the app sent whole, then max_documents_per_collection for
+   * inserts (src/session/app-limits.ts). Returns the command, its listing narrowed when the app is
+   * restricted to some collections.
+   */
+  private async applyManifestLimits(
+    app: AppManifest,
+    scope: AppScope,
+    spec: CommandSpec,
+    name: string,
+    cmd: Document,
+    sequences: OpMsg['sequences'],
+    rewritten: RewrittenCommand,
+  ): Promise<RewrittenCommand> {
+    checkDataAccess(app, rewritten.access, name);
+    const allowed = allowedCollections(app.dataAccess);
+    if (allowed && spec.name === 'listCollections') rewritten = { ...rewritten, reply: restrictListing(rewritten.reply, allowed) };
+    const { maxDocumentBytes, maxDocumentsPerCollection } = app.limits;
+    if (maxDocumentBytes !== undefined) {
+      const big = oversizeDocument(spec.name, cmd, sequences, maxDocumentBytes);
+      if (big) throw documentTooLarge(app, big, maxDocumentBytes);
+    }
+    const counts = this.ctx.documentCounts;
+    if (maxDocumentsPerCollection !== undefined && counts && spec.name === 'insert') {
+      const collection = rewritten.access[0]?.collection;
+      const adding = insertedCount(cmd, sequences);
+      if (collection !== undefined && adding > 0) {
+        const verdict = await counts.admit(scope.prefix + collection, maxDocumentsPerCollection, adding);
+        if (!verdict.ok) throw tooManyDocuments(app, collection, verdict.count, adding, maxDocumentsPerCollection);
+      }
+    }
+    return rewritten;
   }
 
   private scope: AppScope | undefined;
@@ -346,6 +535,7 @@ export class ClientConnection {
 
   private localContext(): LocalCommandContext {
     const identity = this.auth.identity;
+    const roles = this.live?.roles ?? identity?.roles;
     return {
       connectionId: this.id,
       remoteAddress: this.remoteAddress,
@@ -353,7 +543,7 @@ export class ClientConnection {
       maxMessageSize: this.ctx.limits.maxMessageSize,
       logicalSessionTimeoutMinutes: this.ctx.limits.logicalSessionTimeoutMinutes,
       authenticatedUser: identity ? { user: identity.sub ?? identity.app.slug, db: '$external' } : undefined,
-      authenticatedUserRoles: identity ? identity.roles.names.map((role) => ({ role, db: '$external' })) : [],
+      authenticatedUserRoles: roles ? roles.names.map((role) => ({ role, db: '$external' })) : [],
     };
   }
 

@@ -1,13 +1,27 @@
 import type { Logger } from '../observability/logger.js';
 import type { Upstream } from '../upstream/index.js';
 import type { AppRegistry } from '../apps/registry.js';
+import type { AppUsageTable } from './app-usage.js';
+import type { DocumentCounts } from './document-counts.js';
+
+/** Where the registry in force is read: swapped whole on every manifest reload (src/apps/watcher.ts). */
+export interface AppSource {
+  readonly current: AppRegistry;
+}
 
 /** What every client connection shares: the upstream, the apps, limits, the clock and the logger. */
 export interface ProxyContext {
   readonly upstream: Upstream;
   readonly logger: Logger;
-  /** The registered apps; connections authenticate against them (src/session/authentication.ts). */
-  readonly apps: AppRegistry;
+  /**
+   * The registered apps, live: connections authenticate against `apps.current`, and each request
+   * resolves its app's current manifest there by slug (a reload applies to the next request).
+   */
+  readonly apps: AppSource;
+  /** Per-app connections, commands served and the operations-per-second buckets. */
+  readonly usage: AppUsageTable;
+  /** Document counts for limits.max_documents_per_collection; undefined: that limit is not enforced. */
+  readonly documentCounts: DocumentCounts | undefined;
   readonly limits: SessionLimits;
   /** Where apps' data lives and how it is tagged (the policy layer's AppScope is built from it). */
   readonly scoping: { readonly database: string; readonly tagField: string };
@@ -22,4 +36,9 @@ export interface SessionLimits {
   /** An unauthenticated connection that sends no message for this long is closed (0: never). */
   preAuthIdleTimeoutMS: number;
   logicalSessionTimeoutMinutes: number;
+  /**
+   * After its app is removed from the configuration, a connection answers its next request with an
+   * error saying so and closes; one that stays idle this long is closed without a word (default 2000).
+   */
+  removedAppGraceMS?: number;
 }

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import type { AppRegistry } from '../apps/registry.js';
 import type { ProxyContext } from './context.js';
 import { ClientConnection } from './client-connection.js';
 
@@ -19,6 +20,11 @@ export class ProxyServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** After a manifest reload: connections whose app was removed start closing (ClientConnection.appsChanged). */
+  appsChanged(registry: AppRegistry): void {
+    for (const c of this.connections) c.appsChanged(registry);
   }
 
   listen(host: string, port: number): Promise<net.AddressInfo> {

@@ -186,7 +186,8 @@ describe('roles', () => {
     ['a default role that is not defined', "roles:\n    r: { read: ['*'] }\n  default_role: admin\n", ":6:17: auth.default_role: 'admin' is not a role of auth.roles (r)"],
     ['a default role without roles', 'default_role: admin\n', ':4:17: auth.default_role: is set but auth.roles defines no roles'],
     ['collections that are not strings', 'roles:\n    r: { read: [1] }\n', ":5:16: auth.roles.r.read: expected a list of collection names ('*' = all), found a list"],
-    ['a bad role name', "roles:\n    'a b': { read: ['*'] }\n", ":5:12: auth.roles.a b: role names are"],
+    // The position is the bad name itself (the key), not its grants.
+    ['a bad role name', "roles:\n    'a b': { read: ['*'] }\n", ":5:5: auth.roles.a b: role names are"],
   ])('reports %s', (_what, body, expected) => {
     const { message, file } = problem({ 'apps/x.yaml': `slug: x\nauth_required: false\nauth:\n  ${body}` });
     expect(message.startsWith(`${file}${expected}`), message).toBe(true);

@@ -424,10 +424,20 @@ describe('loadManifests', () => {
   });
 
   it('rejects a slug that does not match the file name, saying how to fix it', () => {
-    const dir = configDir({ 'apps/tasks.yaml': app('task_manager') });
+    const dir = configDir({ 'apps/tasks.yaml': app('task_manager', 'auth_required: false\n') });
     expect(configError(() => loadManifests(dir))).toBe(
       `${path.join(dir, 'apps', 'tasks.yaml')}:1:7: slug: 'task_manager' must match the file name; rename the file to task_manager.yaml or set 'slug: tasks'`,
     );
+  });
+
+  it('reports every problem of a file at once, one per line', () => {
+    const dir = configDir({ 'apps/tasks.yaml': app('task_manager') });
+    const file = path.join(dir, 'apps', 'tasks.yaml');
+    // In file order: the missing auth.jwt is reported at the top of the file.
+    expect(configError(() => loadManifests(dir)).split('\n')).toEqual([
+      expect.stringMatching(new RegExp(`^${file}:1:1: auth\\.jwt: missing; an app with auth_required: true`)),
+      `${file}:1:7: slug: 'task_manager' must match the file name; rename the file to task_manager.yaml or set 'slug: tasks'`,
+    ]);
   });
 
   it('rejects the same slug declared twice (same name, two extensions)', () => {

@@ -6,7 +6,7 @@ import { inject } from 'vitest';
 import { MongoClient, type MongoClientOptions } from 'mongodb';
 import { loadRuntimeConfig } from '../../src/apps/runtime-config.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { startRuntime, type RunningRuntime } from '../../src/runtime.js';
+import { startRuntime, type RunningRuntime, type RuntimeOptions } from '../../src/runtime.js';
 
 export interface TestProxy {
   runtime: RunningRuntime;
@@ -19,6 +19,10 @@ export interface TestProxy {
   tagField: string;
   /** Log lines the proxy wrote, parsed. */
   logs: Record<string, unknown>[];
+  /** The temporary config directory (runtime.yaml, apps/): tests of hot reload edit apps/ in place. */
+  configDir: string;
+  /** The HTTP port (/healthz, /readyz, /apps). */
+  httpPort: number;
   stop(): Promise<void>;
 }
 
@@ -30,6 +34,8 @@ export interface TestProxyOptions {
   logLevel?: string;
   /** The proxy's clock (token expiry); default Date.now. */
   now?: () => number;
+  /** Further runtime options (manifest watching, start-time manifest errors, grace periods). */
+  runtime?: Omit<RuntimeOptions, 'now'>;
 }
 
 /** A playground app (no auth required) that tests select with ?appName=playground. */
@@ -64,12 +70,17 @@ export async function startTestProxy(options: TestProxyOptions = {}): Promise<Te
       cb();
     },
   });
-  const runtime = await startRuntime(config, createLogger(config.logLevel, sink), options.now ? { now: options.now } : {});
+  const runtime = await startRuntime(config, createLogger(config.logLevel, sink), {
+    ...(options.runtime ?? {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
   const port = runtime.proxyAddress.port;
   return {
     runtime,
     port,
     logs,
+    configDir: dir,
+    httpPort: runtime.httpAddress.port,
     uri: (appName?: string) => `mongodb://127.0.0.1:${port}/${appName ? `?appName=${appName}` : ''}`,
     database: config.upstream.database,
     tagField: config.tagField,

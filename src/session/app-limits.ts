@@ -1,0 +1,197 @@
+import { calculateObjectSize, type Document } from 'bson';
+import type { AppManifest } from '../apps/manifests.js';
+import type { DataAccess } from '../apps/manifest-types.js';
+import type { ReplyPlan } from '../policy/handler.js';
+import { CommandError } from '../policy/errors.js';
+import type { Access } from '../policy/scope.js';
+import { BsonType, findElement, firstKey } from '../wire/bson-bytes.js';
+import type { DocumentSequence } from '../wire/opmsg.js';
+
+/**
+ * The manifest's `limits` and `data_access`, applied per request by the session (issue 4). Collections
+ * come from the policy layer's `access` list (what the rewritten command reads, writes or indexes);
+ * documents are the ones the app sent. Each refusal uses a server error shape (README "Limits"):
+ *
+ * | rule | error |
+ * |---|---|
+ * | data_access.read_only: any write or index access | Unauthorized (13) |
+ * | data_access.collections: any other collection | Unauthorized (13); listCollections lists only these |
+ * | limits.operations_per_second | IngressRequestRateLimitExceeded (462), labels SystemOverloadedError and RetryableError, baseBackoffMS |
+ * | limits.max_document_bytes | BSONObjectTooLarge (10334), the whole command refused |
+ * | limits.max_documents_per_collection | OutOfDiskSpace (14031: the server's code for writes refused for lack of storage), the whole insert refused; not IllegalOperation (20), which the Node driver rewrites into a retryable-writes message |
+ * | limits.connections (active connections: those that sent an app command) | AuthenticationFailed (18) with the reason on the first command of a connection beyond it, which then closes |
+ */
+
+/** A refusal whose reply carries extra fields (baseBackoffMS). */
+export class LimitError extends CommandError {
+  constructor(
+    codeName: string,
+    message: string,
+    code: number,
+    errorLabels?: string[],
+    readonly extra: Document = {},
+  ) {
+    super(codeName, message, code, errorLabels);
+  }
+}
+
+/** Commands that free server resources: never refused for the rate (refusing them would leak cursors and sessions). */
+export const RATE_EXEMPT = new Set(['killCursors', 'endSessions']);
+
+export function rateLimited(app: AppManifest, limit: number, retryAfterMS: number): LimitError {
+  return new LimitError(
+    'IngressRequestRateLimitExceeded',
+    `app '${app.slug}' is over its limit of ${limit} operations per second (limits.operations_per_second); retry in ${retryAfterMS} ms`,
+    462,
+    ['SystemOverloadedError', 'RetryableError'],
+    { baseBackoffMS: retryAfterMS },
+  );
+}
+
+const allowedSets = new WeakMap<DataAccess, ReadonlySet<string>>();
+
+/** The data_access.collections set ('*' allows every collection), or undefined when unrestricted. */
+export function allowedCollections(dataAccess: DataAccess): ReadonlySet<string> | undefined {
+  const list = dataAccess.collections;
+  if (list === undefined || list.includes('*')) return undefined;
+  let set = allowedSets.get(dataAccess);
+  if (!set) {
+    set = new Set(list);
+    allowedSets.set(dataAccess, set);
+  }
+  return set;
+}
+
+/** Throws Unauthorized when the command touches a collection data_access does not let the app use. */
+export function checkDataAccess(app: AppManifest, access: readonly Access[], commandName: string): void {
+  const { readOnly } = app.dataAccess;
+  const allowed = allowedCollections(app.dataAccess);
+  if (!readOnly && !allowed) return;
+  for (const a of access) {
+    if (readOnly && a.action !== 'read') {
+      throw new CommandError(
+        'Unauthorized',
+        `not authorized on ${a.collection} to execute command ${commandName}: app '${app.slug}' is read-only (data_access.read_only)`,
+        13,
+      );
+    }
+    if (allowed && !allowed.has(a.collection)) {
+      throw new CommandError(
+        'Unauthorized',
+        `not authorized on ${a.collection} to execute command ${commandName}: app '${app.slug}' may only use ${[...allowed].join(', ') || 'no collection'} (data_access.collections)`,
+        13,
+      );
+    }
+  }
+}
+
+/** listCollections of an app restricted to some collections lists only those. */
+export function restrictListing(plan: ReplyPlan, allowed: ReadonlySet<string>): ReplyPlan {
+  if (plan.kind !== 'cursor' || plan.view.kind !== 'collections') return plan;
+  const names = plan.view.names;
+  return { ...plan, view: { ...plan.view, names: (n: string) => allowed.has(n) && (names ? names(n) : true) } };
+}
+
+/** The largest whole document a command writes: inserts, replacement updates and upserts, findAndModify replacements. */
+export interface WrittenDocument {
+  /** 'documents.3', 'updates.0.u', 'update'. */
+  where: string;
+  bytes: number;
+}
+
+/**
+ * The first document the command writes whole that is larger than `limit` bytes (the document as the
+ * app sent it, before the proxy's tag). Operator and pipeline updates are not checked: the size of
+ * their result is known only to the server.
+ */
+export function oversizeDocument(commandName: string, cmd: Document, sequences: readonly DocumentSequence[], limit: number): WrittenDocument | undefined {
+  switch (commandName) {
+    case 'insert': {
+      const docs = Array.isArray(cmd.documents) ? (cmd.documents as unknown[]) : [];
+      for (let i = 0; i < docs.length; i++) {
+        const d = docs[i];
+        if (isPlainDoc(d)) {
+          const bytes = calculateObjectSize(d);
+          if (bytes > limit) return { where: `documents.${i}`, bytes };
+        }
+      }
+      for (const seq of sequences) {
+        if (seq.identifier !== 'documents') continue;
+        for (let i = 0; i < seq.documents.length; i++) {
+          const bytes = seq.documents[i]!.readInt32LE(0);
+          if (bytes > limit) return { where: `documents.${i}`, bytes };
+        }
+      }
+      return undefined;
+    }
+    case 'update': {
+      const statements = Array.isArray(cmd.updates) ? (cmd.updates as unknown[]) : [];
+      for (let i = 0; i < statements.length; i++) {
+        const st = statements[i];
+        const u = isPlainDoc(st) ? st.u : undefined;
+        if (isReplacement(u)) {
+          const bytes = calculateObjectSize(u);
+          if (bytes > limit) return { where: `updates.${i}.u`, bytes };
+        }
+      }
+      for (const seq of sequences) {
+        if (seq.identifier !== 'updates') continue;
+        for (let i = 0; i < seq.documents.length; i++) {
+          const buf = seq.documents[i]!;
+          const u = findElement(buf, 0, 'u');
+          if (u?.type !== BsonType.DOCUMENT) continue;
+          const first = firstKey(buf, u.valueStart);
+          if (first === undefined || first.startsWith('$')) continue;
+          const bytes = buf.readInt32LE(u.valueStart);
+          if (bytes > limit) return { where: `updates.${i}.u`, bytes };
+        }
+      }
+      return undefined;
+    }
+    case 'findAndModify': {
+      const u = cmd.update;
+      if (isReplacement(u)) {
+        const bytes = calculateObjectSize(u);
+        if (bytes > limit) return { where: 'update', bytes };
+      }
+      return undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+export function documentTooLarge(app: AppManifest, doc: WrittenDocument, limit: number): LimitError {
+  return new LimitError(
+    'BSONObjectTooLarge',
+    `object to insert too large. size in bytes: ${doc.bytes}, max size: ${limit} (${doc.where}; app '${app.slug}' limits.max_document_bytes); nothing was written`,
+    10334,
+  );
+}
+
+/** How many documents an insert adds (body and kind-1). */
+export function insertedCount(cmd: Document, sequences: readonly DocumentSequence[]): number {
+  let n = Array.isArray(cmd.documents) ? (cmd.documents as unknown[]).length : 0;
+  for (const seq of sequences) if (seq.identifier === 'documents') n += seq.documents.length;
+  return n;
+}
+
+export function tooManyDocuments(app: AppManifest, collection: string, count: number, adding: number, limit: number): LimitError {
+  return new LimitError(
+    'OutOfDiskSpace',
+    `insert refused: collection '${collection}' of app '${app.slug}' holds about ${count} documents and may hold at most ${limit} ` +
+      `(limits.max_documents_per_collection); this insert of ${adding} would pass it. Delete documents or raise the limit`,
+    14031,
+  );
+}
+
+function isPlainDoc(v: unknown): v is Document {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !('_bsontype' in v);
+}
+
+/** A replacement document: not a pipeline (array), and no update operator as its first key. */
+function isReplacement(u: unknown): u is Document {
+  if (!isPlainDoc(u)) return false;
+  const first = Object.keys(u)[0];
+  return first === undefined || !first.startsWith('$');
+}

@@ -1,0 +1,130 @@
+import { performance } from 'node:perf_hooks';
+
+/**
+ * Per-app usage shared by all of an app's connections (issue 4, limits): open authenticated
+ * connections, commands served, and the operations-per-second token bucket. Keyed by slug and kept
+ * across manifest reloads, so a changed limit applies to the running counts.
+ */
+
+/** Seconds of history behind ops_per_second in /apps. */
+const RATE_WINDOW_SECONDS = 10;
+
+/**
+ * A token bucket: `rate` tokens per second, holding at most one second's worth (at least one token),
+ * so an app may burst to its limit and then runs at it.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(
+    private rate: number,
+    now: number,
+  ) {
+    this.tokens = Math.max(1, rate);
+    this.last = now;
+  }
+
+  /** Takes a token: 0 when granted, otherwise the milliseconds until one is available. */
+  take(now: number): number {
+    this.refill(now);
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, Math.ceil(((1 - this.tokens) / this.rate) * 1000));
+  }
+
+  get ratePerSecond(): number {
+    return this.rate;
+  }
+
+  /** A new limit (after a reload): keeps what is left, within the new capacity. */
+  setRate(rate: number, now: number): void {
+    this.refill(now);
+    this.rate = rate;
+    this.tokens = Math.min(this.tokens, Math.max(1, rate));
+  }
+
+  private refill(now: number): void {
+    const elapsed = Math.max(0, now - this.last) / 1000;
+    this.last = now;
+    this.tokens = Math.min(Math.max(1, this.rate), this.tokens + elapsed * this.rate);
+  }
+}
+
+export class AppUsage {
+  /** Open authenticated connections (driver monitoring connections with an appName token included). */
+  connections = 0;
+  /** Connections that have sent an app command: what limits.connections counts. */
+  activeConnections = 0;
+  /** Commands forwarded upstream for the app since the proxy started. */
+  ops = 0;
+  /** Commands refused by the app's limits or data_access since the proxy started. */
+  refused = 0;
+  private bucket: TokenBucket | undefined;
+  private readonly slots = new Float64Array(RATE_WINDOW_SECONDS);
+  private readonly slotSecond = new Float64Array(RATE_WINDOW_SECONDS).fill(-1);
+
+  constructor(readonly slug: string) {}
+
+  /**
+   * Admits one command under `limit` operations per second (undefined: no limit). Returns 0, or the
+   * milliseconds until the app may send again.
+   */
+  admit(limit: number | undefined, now = performance.now()): number {
+    if (limit === undefined) {
+      this.bucket = undefined;
+      return 0;
+    }
+    if (!this.bucket) this.bucket = new TokenBucket(limit, now);
+    else if (this.bucket.ratePerSecond !== limit) this.bucket.setRate(limit, now);
+    return this.bucket.take(now);
+  }
+
+  /** Counts one command served. */
+  served(now = performance.now()): void {
+    this.ops++;
+    const second = Math.floor(now / 1000);
+    const i = second % RATE_WINDOW_SECONDS;
+    if (this.slotSecond[i] !== second) {
+      this.slotSecond[i] = second;
+      this.slots[i] = 0;
+    }
+    this.slots[i]! += 1;
+  }
+
+  /** Commands per second over the last complete seconds (up to ten). */
+  opsPerSecond(now = performance.now()): number {
+    const current = Math.floor(now / 1000);
+    let sum = 0;
+    for (let i = 0; i < RATE_WINDOW_SECONDS; i++) {
+      const s = this.slotSecond[i]!;
+      if (s < current && s >= current - RATE_WINDOW_SECONDS) sum += this.slots[i]!;
+    }
+    return Math.round((sum / RATE_WINDOW_SECONDS) * 100) / 100;
+  }
+}
+
+/** Usage by slug. */
+export class AppUsageTable {
+  private readonly apps = new Map<string, AppUsage>();
+
+  get(slug: string): AppUsage {
+    let usage = this.apps.get(slug);
+    if (!usage) {
+      usage = new AppUsage(slug);
+      this.apps.set(slug, usage);
+    }
+    return usage;
+  }
+
+  peek(slug: string): AppUsage | undefined {
+    return this.apps.get(slug);
+  }
+
+  /** Forgets apps no longer registered once their last connection is gone. */
+  prune(isRegistered: (slug: string) => boolean): void {
+    for (const [slug, usage] of this.apps) if (!isRegistered(slug) && usage.connections === 0 && usage.activeConnections === 0) this.apps.delete(slug);
+  }
+}
