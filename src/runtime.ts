@@ -7,11 +7,15 @@ import { AppDirectory, type ManifestProblem, type WatchOptions } from './apps/wa
 import { IndexReconciler, defaultHolderId, type AppIndexState } from './indexes/index.js';
 import type { Logger } from './observability/logger.js';
 import { HttpServer } from './observability/http.js';
+import { UpstreamProbe } from './observability/health.js';
+import { ProxyMetrics, type IndexSample, type PoolSample } from './observability/metrics.js';
 import { Upstream } from './upstream/index.js';
 import { ProxyServer } from './session/server.js';
 import { AppUsageTable } from './session/app-usage.js';
 import { DocumentCounts } from './session/document-counts.js';
 import { MAX_MESSAGE_SIZE } from './wire/constants.js';
+import { POOL_WAIT_BOUNDS } from './upstream/pool.js';
+import { performance } from 'node:perf_hooks';
 import { VERSION } from './version.js';
 
 /** The runtime could not start (upstream unreachable, address in use); the message says what to check. */
@@ -31,6 +35,8 @@ export interface RunningRuntime {
   apps: AppDirectory;
   /** Per-app connections, commands and rate buckets. */
   usage: AppUsageTable;
+  /** The Prometheus registry and the per-app meters (GET /metrics). */
+  metrics: ProxyMetrics;
   /** The /apps document (what GET /apps answers). */
   describeApps(): AppsDocument;
   /** Stops accepting, finishes in-flight requests (up to the grace period), closes the upstream. */
@@ -60,6 +66,10 @@ export interface RuntimeOptions {
    * IndexReconciler on the control plane's client; false runs none (tests of other layers may).
    */
   indexReconciler?: ((apps: readonly AppManifest[]) => IndexReconcilerHook) | false;
+  /** /readyz's upstream ping: how long it may take (default 2000 ms) and how long its result is reused (default 1000 ms). */
+  readiness?: { timeoutMS?: number; cacheMS?: number };
+  /** prom-client's process metrics (CPU, memory, event loop) on /metrics; default true. */
+  processMetrics?: boolean;
 }
 
 /** What the runtime needs of the index reconciler (src/indexes): fed every reload, asked for /apps. */
@@ -72,6 +82,8 @@ export interface IndexReconcilerHook {
 /** GET /apps. */
 export interface AppsDocument {
   config_dir: string;
+  /** The runtime setting `metrics`: false means ops_total, errors_total and latency_ms are not kept. */
+  metrics: boolean;
   /** When the manifests were last (re)loaded (ISO time). */
   reloaded_at: string | undefined;
   apps: AppStatusEntry[];
@@ -106,6 +118,15 @@ export interface AppStatusEntry {
   /** Commands forwarded upstream since the proxy started, and their rate over the last 10 s. */
   ops: number;
   ops_per_second: number;
+  /**
+   * Commands of every outcome since the proxy started: the sum of mdb_operations_total for the app
+   * (0 when the runtime setting `metrics` is false).
+   */
+  ops_total: number;
+  /** Commands whose outcome was not ok (error, rejected, failed): 0 when `metrics` is false. */
+  errors_total: number;
+  /** Latency at the proxy over the last minute (ms); null without requests in it (or when `metrics` is false). */
+  latency_ms: { p50: number | null; p99: number | null };
   /** Commands refused by limits or data_access since the proxy started. */
   refused: number;
   limits: Record<string, number>;
@@ -153,6 +174,10 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   }
   upstream.topology.on('changed', () => logger.info({ topology: upstream.topology.describe() }, 'upstream topology changed'));
 
+  // ---- Metrics (issue 5): one registry per runtime; the start's manifest load counts as a reload.
+  const metrics = new ProxyMetrics({ enabled: config.metrics, processMetrics: options.processMetrics ?? true });
+  metrics.manifestReload('start', startFailures.length, directory.reloadedAt);
+
   const usage = new AppUsageTable();
   // max_documents_per_collection: counts through the control plane's own client (approximate, see
   // src/session/document-counts.ts).
@@ -167,6 +192,8 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     apps: directory,
     usage,
     documentCounts,
+    metrics,
+    slowOperationMS: config.slowOperationMS,
     now: options.now ?? Date.now,
     scoping: { database: config.upstream.database, tagField: config.tagField },
     limits: {
@@ -207,11 +234,40 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   // ---- Hot reload: every applied change reaches the sessions (removed apps' connections close), the
   // usage table and the reconciler.
   directory.on('reload', (event) => {
+    metrics.manifestReload(event.cause, event.refused.length);
     proxy.appsChanged(event.registry);
     usage.prune((slug) => event.registry.get(slug) !== undefined);
+    metrics.prune((slug) => event.registry.get(slug) !== undefined);
     if (event.added.length + event.changed.length + event.removed.length > 0) reconciler?.update([...event.registry]);
   });
   if (options.watch !== false) directory.watch(options.watch ?? {});
+
+  // ---- /readyz's upstream check: a real ping through the control plane's client, bounded by a timeout
+  // (the driver is told to give up too), its result reused for a second.
+  const probe = new UpstreamProbe({
+    ping: async (timeoutMS) => {
+      await upstream.topology.client.db('admin').command({ ping: 1 }, { signal: AbortSignal.timeout(timeoutMS) });
+    },
+    logger,
+    ...(options.readiness?.timeoutMS !== undefined ? { timeoutMS: options.readiness.timeoutMS } : {}),
+    ...(options.readiness?.cacheMS !== undefined ? { cacheMS: options.readiness.cacheMS } : {}),
+  });
+
+  metrics.setSources({
+    pools: () => poolSamples(upstream),
+    cursors: () => upstream.cursors.countByOwner(),
+    indexes: () => indexSamples(directory, reconciler),
+    manifestErrors: () => directory.problems.length,
+    apps: () => {
+      const apps = [...directory.current];
+      const unavailable = apps.filter((m) => m.unavailable).length;
+      return [
+        ['available', apps.length - unavailable],
+        ['unavailable', unavailable],
+      ];
+    },
+    upstreamUp: async () => (await probe.check()).ok,
+  });
 
   let stopping: Promise<void> | undefined;
   const http = new HttpServer({
@@ -219,11 +275,13 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       // While draining on shutdown the HTTP side stays up and says "not ready" so load balancers stop
       // sending new clients before the listener is gone.
       if (stopping) return { ready: false, detail: { shutting_down: true } };
+      const ping = await probe.check();
       const server = upstream.topology.trySelect();
       const apps = directory.current;
       const failed = directory.startFailures;
       const reasons = [
-        ...(server ? [] : ['no writable upstream server']),
+        ...(ping.ok ? [] : [`the upstream did not answer a ping (timeout ${probe.timeoutMS} ms): ${ping.error ?? 'no answer'}`]),
+        ...(server || !ping.ok ? [] : ['no writable upstream server']),
         ...(failed.length > 0 ? [`manifests failed to load at start: ${failed.map((p) => p.file).join(', ')}`] : []),
       ];
       return {
@@ -231,6 +289,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
         detail: {
           ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
           upstream: server ? `${server.type} ${server.address}` : 'no writable upstream server',
+          upstream_ping: ping.ok ? { ok: true, ms: ping.ms } : { ok: false, error: ping.error ?? 'no answer', timeout_ms: probe.timeoutMS },
           apps: apps.size,
           unavailable_apps: [...apps].filter((m) => m.unavailable).map((m) => m.slug),
           // A refused reload keeps the proxy ready (the last good version serves) but shows here.
@@ -239,8 +298,9 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       };
     },
     apps: () => describeApps(),
+    metrics: () => metrics.scrape(),
   });
-  const describeApps = (): AppsDocument => appsDocument(directory, usage, reconciler);
+  const describeApps = (): AppsDocument => appsDocument(directory, usage, reconciler, metrics);
 
   let proxyAddress: net.AddressInfo;
   let httpAddress: net.AddressInfo;
@@ -285,6 +345,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     proxy,
     apps: directory,
     usage,
+    metrics,
     describeApps,
     stop() {
       stopping ??= (async () => {
@@ -310,12 +371,44 @@ function errorEntry(p: ManifestProblem): ManifestErrorEntry {
   return { file: p.file, line: p.line, column: p.column, kind: p.kind, message: p.message, since: new Date(p.since).toISOString() };
 }
 
+/** The upstream pools as the metrics read them. */
+function poolSamples(upstream: Upstream): PoolSample[] {
+  return [...upstream.pools.values()].map((p) => ({
+    address: p.address,
+    size: p.size,
+    inUse: p.inUse,
+    waiting: p.waiting,
+    waitBounds: POOL_WAIT_BOUNDS,
+    waitCounts: p.waits.counts,
+    waitSum: p.waits.sum,
+    waitCount: p.waits.count,
+    waitFailures: p.waits.failures,
+  }));
+}
+
+/** Index state per registered app, as the metrics read it (none without a reconciler). */
+function indexSamples(directory: AppDirectory, reconciler: IndexReconcilerHook | undefined): IndexSample[] {
+  if (!reconciler) return [];
+  const out: IndexSample[] = [];
+  for (const slug of directory.current.slugs) {
+    const state = reconciler.stateOf(slug);
+    if (!state) continue;
+    const actions: Record<string, number> = {};
+    for (const i of state.indexes) actions[i.action] = (actions[i.action] ?? 0) + 1;
+    out.push({ app: slug, phase: state.phase, actions });
+  }
+  return out;
+}
+
 /** GET /apps: every manifest file's app (in force or failing), with usage and index state. */
-function appsDocument(directory: AppDirectory, usage: AppUsageTable, reconciler: IndexReconcilerHook | undefined): AppsDocument {
+function appsDocument(directory: AppDirectory, usage: AppUsageTable, reconciler: IndexReconcilerHook | undefined, metrics: ProxyMetrics): AppsDocument {
   const apps: AppStatusEntry[] = [];
+  const now = performance.now();
   for (const f of directory.files) {
     const m = f.inForce;
     const u = m ? usage.peek(m.slug) : undefined;
+    const meter = m ? metrics.peek(m.slug) : undefined;
+    const [p50, p99] = meter && metrics.enabled ? meter.recent.quantiles([0.5, 0.99], now) : [null, null];
     const limits: Record<string, number> = {};
     if (m?.limits.connections !== undefined) limits.connections = m.limits.connections;
     if (m?.limits.operationsPerSecond !== undefined) limits.operations_per_second = m.limits.operationsPerSecond;
@@ -336,6 +429,9 @@ function appsDocument(directory: AppDirectory, usage: AppUsageTable, reconciler:
       active_connections: u?.activeConnections ?? 0,
       ops: u?.ops ?? 0,
       ops_per_second: u?.opsPerSecond() ?? 0,
+      ops_total: meter?.ops ?? 0,
+      errors_total: meter?.errors ?? 0,
+      latency_ms: { p50: p50 ?? null, p99: p99 ?? null },
       refused: u?.refused ?? 0,
       limits,
       data_access: m ? { read_only: m.dataAccess.readOnly, collections: m.dataAccess.collections ?? null } : undefined,
@@ -346,6 +442,7 @@ function appsDocument(directory: AppDirectory, usage: AppUsageTable, reconciler:
   }
   return {
     config_dir: directory.configDir,
+    metrics: metrics.enabled,
     reloaded_at: iso(directory.reloadedAt),
     apps,
     manifest_errors: directory.problems.map(errorEntry),

@@ -187,7 +187,8 @@ interface ManifestFile {
 }
 
 /** HTTP paths of the proxy itself, which a websocket endpoint may not take. */
-const RESERVED_HTTP_PATHS = ['/metrics', '/healthz', '/readyz', '/apps'];
+// '/' is the status page; the others own their sub-paths too.
+const RESERVED_HTTP_PATHS = ['/', '/metrics', '/healthz', '/readyz', '/apps'];
 
 const TEXT_OPTIONS = ['weights', 'default_language', 'language_override', 'textIndexVersion'];
 const GEO_2D_OPTIONS = ['bits', 'min', 'max'];
@@ -388,7 +389,7 @@ class ManifestBuilder {
     const seen = new Map<string, number>();
     return (this.raw.websockets ?? []).map((w, i) => {
       const at: KeyPath = ['websockets', i, 'path'];
-      const reserved = RESERVED_HTTP_PATHS.find((r) => w.path === r || w.path.startsWith(`${r}/`));
+      const reserved = RESERVED_HTTP_PATHS.find((r) => w.path === r || (r !== '/' && w.path.startsWith(`${r}/`)));
       if (reserved) this.problem(at, `'${reserved}' belongs to the proxy's own HTTP endpoints (${RESERVED_HTTP_PATHS.join(', ')}); choose another path`);
       const same = seen.get(w.path);
       if (same !== undefined) this.problem(at, `'${w.path}' is also the path of ${this.locator.label(['websockets', same])}; paths must be unique`);

@@ -28,6 +28,8 @@ export interface RuntimeConfig {
   tagField: string;
   /** Operations slower than this are logged at warn (a manifest's observability may override). */
   slowOperationMS: number;
+  /** Per-request metrics (operations, latencies, bytes, rejections); false makes that instrumentation a no-op. */
+  metrics: boolean;
   /** Index reconciliation defaults (a manifest's index_policy may override reconcile and prune). */
   indexes: { reconcile: 'report' | 'replace'; prune: boolean; intervalMS: number; leaseTtlMS: number };
 }
@@ -52,6 +54,7 @@ export interface ConfigOverrides {
   preAuthIdleTimeoutMs?: string | undefined;
   tagField?: string | undefined;
   slowOperationMs?: string | undefined;
+  metrics?: string | undefined;
   indexReconcile?: string | undefined;
   indexPrune?: string | undefined;
   indexIntervalMs?: string | undefined;
@@ -104,6 +107,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'tag_field', env: 'MDB_TAG_FIELD', flag: '--tag-field', option: 'tagField', arg: '<name>', kind: 'fieldName', default: 'app_id', help: 'the field every app document is tagged with' },
   { key: 'pre_auth_idle_timeout_ms', env: 'MDB_PRE_AUTH_IDLE_TIMEOUT_MS', flag: '--pre-auth-idle-timeout-ms', option: 'preAuthIdleTimeoutMs', arg: '<ms>', kind: 'int', min: 0, default: 60_000, help: 'close client connections that send nothing for this long before authenticating (0: never)' },
   { key: 'slow_operation_ms', env: 'MDB_SLOW_OPERATION_MS', flag: '--slow-operation-ms', option: 'slowOperationMs', arg: '<ms>', kind: 'int', min: 0, default: 100, help: 'log operations slower than this at warn (0: log none)' },
+  { key: 'metrics', env: 'MDB_METRICS', flag: '--metrics', option: 'metrics', arg: '<bool>', kind: 'bool', default: true, help: 'count every request in the Prometheus metrics (/metrics) and in /apps (false: no per-request instrumentation)' },
   { key: 'indexes.reconcile', env: 'MDB_INDEX_RECONCILE', flag: '--index-reconcile', option: 'indexReconcile', arg: '<mode>', kind: 'enum', values: ['report', 'replace'], default: 'report', help: 'what to do with a managed index that drifted: report it, or replace it' },
   { key: 'indexes.prune', env: 'MDB_INDEX_PRUNE', flag: '--index-prune', option: 'indexPrune', arg: '<bool>', kind: 'bool', default: false, help: 'drop indexes of managed collections that no manifest lists' },
   { key: 'indexes.interval_ms', env: 'MDB_INDEX_INTERVAL_MS', flag: '--index-interval-ms', option: 'indexIntervalMs', arg: '<ms>', kind: 'int', min: 1000, default: 60_000, help: 'how often indexes are checked again (besides start and manifest changes)' },
@@ -209,6 +213,7 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
     preAuthIdleTimeoutMS: int('pre_auth_idle_timeout_ms'),
     tagField: str('tag_field'),
     slowOperationMS: int('slow_operation_ms'),
+    metrics: bool('metrics'),
     indexes: {
       reconcile: str('indexes.reconcile') as 'report' | 'replace',
       prune: bool('indexes.prune'),

@@ -1,11 +1,14 @@
 import http from 'node:http';
 import type net from 'node:net';
+import { serveStatusPage } from './status-page.js';
 
 export interface HealthSource {
   /** Upstream reachable and manifests loaded, or the reason not. */
   readiness(): Promise<{ ready: boolean; detail: Record<string, unknown> }>;
   /** The /apps document: every app, its status, usage and index state. */
   apps?(): unknown;
+  /** GET /metrics: the Prometheus text exposition. */
+  metrics?(): Promise<{ contentType: string; text: string }>;
 }
 
 /** The HTTP side: /healthz (alive), /readyz (able to serve) and /apps (the apps and their state). */
@@ -35,6 +38,8 @@ export class HttpServer {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'method not allowed' });
     switch (path) {
+      case '/':
+        return serveStatusPage(res);
       case '/healthz':
         return send(res, 200, { status: 'ok' });
       case '/readyz': {
@@ -44,6 +49,18 @@ export class HttpServer {
       case '/apps':
         if (this.health.apps) return send(res, 200, this.health.apps());
         return send(res, 404, { error: `no such endpoint: ${path}` });
+      case '/metrics': {
+        if (!this.health.metrics) return send(res, 404, { error: `no such endpoint: ${path}` });
+        let scraped: { contentType: string; text: string };
+        try {
+          scraped = await this.health.metrics();
+        } catch (err) {
+          return send(res, 500, { error: `cannot collect the metrics: ${(err as Error).message}` });
+        }
+        res.writeHead(200, { 'content-type': scraped.contentType, 'content-length': Buffer.byteLength(scraped.text) });
+        res.end(req.method === 'HEAD' ? undefined : scraped.text);
+        return;
+      }
       default:
         return send(res, 404, { error: `no such endpoint: ${path}` });
     }

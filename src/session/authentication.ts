@@ -5,6 +5,7 @@ import type { AppManifest } from '../apps/manifests.js';
 import { APPNAME_MAX_BYTES, CLOCK_TOLERANCE_SECONDS, TokenError, looksLikeJwt, verifyAppToken, type AppLookup, type VerifiedToken } from '../apps/tokens.js';
 import { resolveRoles, type ResolvedRoles } from '../policy/rbac.js';
 import { CommandError, commandError } from '../policy/errors.js';
+import type { AuthReason } from '../observability/metrics.js';
 
 /**
  * Per-connection authentication (issue 3, item 1). A connection belongs to at most one app, chosen by
@@ -40,6 +41,11 @@ export interface AuthenticatorOptions {
   now: () => number;
   /** Called each time the connection (re)authenticates. */
   onAuthenticated?: (identity: Identity) => void;
+  /**
+   * Called for every attempt (metrics): `mechanism` as the client named it (appName, PLAIN,
+   * MONGODB-OIDC, dev, or what an unsupported saslStart said), and why it failed ('ok' on success).
+   */
+  onAttempt?: (success: boolean, mechanism: string, reason: AuthReason) => void;
 }
 
 /** The one reply to every failed authentication: the server's, with no detail. */
@@ -47,14 +53,34 @@ const AUTH_FAILED = (): CommandError => commandError('AuthenticationFailed', 'Au
 const EXTERNAL_DB = '$external';
 export const SUPPORTED_MECHANISMS = ['PLAIN', 'MONGODB-OIDC'] as const;
 
-/** A failed attempt, with what the log needs. */
+/** A failed attempt, with what the log and the metrics need. */
 class AuthFailure extends Error {
   constructor(
     message: string,
+    readonly reason: AuthReason,
     readonly app?: string,
   ) {
     super(message);
   }
+}
+
+/**
+ * The metrics reason of a refused token (TokenError messages, src/apps/tokens.ts; test/session covers
+ * each pattern with a real refusal). Anything unmatched is 'invalid_token'.
+ */
+const TOKEN_REASONS: readonly [RegExp, AuthReason][] = [
+  [/^token expired/, 'expired'],
+  [/^malformed token|^token longer than|has no 'app' claim/, 'malformed_token'],
+  [/which is not registered$/, 'unknown_app'],
+  [/^app '[^']*' (is unavailable|accepts no tokens)/, 'app_unavailable'],
+  [/does not match the token's app claim/, 'app_mismatch'],
+  [/^signature verification failed|^no key of app|^alg .* is not allowed/, 'bad_signature'],
+  [/^claim '|claim is not|^the verified app claim|role/, 'invalid_claims'],
+];
+
+export function tokenFailureReason(message: string): AuthReason {
+  for (const [pattern, reason] of TOKEN_REASONS) if (pattern.test(message)) return reason;
+  return 'invalid_token';
 }
 
 export class ConnectionAuthenticator {
@@ -113,7 +139,7 @@ export class ConnectionAuthenticator {
 
   /** Every supported conversation ends in saslStart, so there is never one to continue. */
   saslContinue(_cmd: Document): Document {
-    this.logFailure(new AuthFailure('saslContinue without a conversation (PLAIN and MONGODB-OIDC complete in saslStart)'), 'saslContinue', false);
+    this.logFailure(new AuthFailure('saslContinue without a conversation (PLAIN and MONGODB-OIDC complete in saslStart)', 'unsupported_mechanism'), 'saslContinue', false);
     throw AUTH_FAILED();
   }
 
@@ -167,17 +193,18 @@ export class ConnectionAuthenticator {
     if (!(SUPPORTED_MECHANISMS as readonly string[]).includes(mechanism)) {
       throw new AuthFailure(
         `mechanism ${JSON.stringify(mechanism)} is not supported; use authMechanism=PLAIN&authSource=$external (the token as password) or MONGODB-OIDC`,
+        'unsupported_mechanism',
       );
     }
-    if (db !== EXTERNAL_DB) throw new AuthFailure(`${mechanism} must run on $external (authSource=$external), not on ${JSON.stringify(db)}`);
-    if (!(payload instanceof Binary)) throw new AuthFailure('the SASL payload is not binary data');
+    if (db !== EXTERNAL_DB) throw new AuthFailure(`${mechanism} must run on $external (authSource=$external), not on ${JSON.stringify(db)}`, 'bad_request');
+    if (!(payload instanceof Binary)) throw new AuthFailure('the SASL payload is not binary data', 'bad_request');
     const bytes = Buffer.from(payload.read(0, payload.length()));
     if (mechanism === 'PLAIN') {
       // RFC 4616: [authzid] NUL authcid NUL passwd; the user name is the slug, the password the token.
       const parts = bytes.toString('utf8').split('\0');
-      if (parts.length !== 3) throw new AuthFailure('malformed PLAIN payload (expected authzid\\0user\\0token)');
+      if (parts.length !== 3) throw new AuthFailure('malformed PLAIN payload (expected authzid\\0user\\0token)', 'bad_request');
       const [authzid, user, token] = parts as [string, string, string];
-      if (authzid !== '' && authzid !== user) throw new AuthFailure(`PLAIN authzid '${authzid}' differs from the user name '${user}'`, user);
+      if (authzid !== '' && authzid !== user) throw new AuthFailure(`PLAIN authzid '${authzid}' differs from the user name '${user}'`, 'app_mismatch', user);
       this.accept(await this.verify(token, user), 'PLAIN', token);
       return;
     }
@@ -185,10 +212,13 @@ export class ConnectionAuthenticator {
     try {
       jwt = deserialize(bytes).jwt;
     } catch {
-      throw new AuthFailure('the MONGODB-OIDC payload is not a BSON document');
+      throw new AuthFailure('the MONGODB-OIDC payload is not a BSON document', 'bad_request');
     }
     if (typeof jwt !== 'string') {
-      throw new AuthFailure('MONGODB-OIDC payload has no jwt: only the machine flow is supported (a callback returning the token, e.g. OIDC_CALLBACK)');
+      throw new AuthFailure(
+        'MONGODB-OIDC payload has no jwt: only the machine flow is supported (a callback returning the token, e.g. OIDC_CALLBACK)',
+        'bad_request',
+      );
     }
     this.accept(await this.verify(jwt), 'MONGODB-OIDC', jwt);
   }
@@ -205,7 +235,11 @@ export class ConnectionAuthenticator {
   private accept(verified: VerifiedToken, transport: Transport, token: string | undefined): void {
     const previous = this.current;
     if (previous && previous.app.slug !== verified.app.slug) {
-      throw new AuthFailure(`this connection belongs to app '${previous.app.slug}'; a token for '${verified.app.slug}' cannot take it over`, verified.app.slug);
+      throw new AuthFailure(
+        `this connection belongs to app '${previous.app.slug}'; a token for '${verified.app.slug}' cannot take it over`,
+        'app_mismatch',
+        verified.app.slug,
+      );
     }
     // verifyAppToken checked the claim's shape: a list of strings, or absent.
     const claim = token === undefined ? undefined : (decodeJwt(token).roles as string[] | undefined);
@@ -223,15 +257,18 @@ export class ConnectionAuthenticator {
       { app_id: identity.app.slug, transport, sub: identity.sub, roles: identity.roles.names, reauth: previous !== undefined },
       previous ? 'connection re-authenticated' : 'connection authenticated',
     );
+    this.options.onAttempt?.(true, transport, 'ok');
     this.options.onAuthenticated?.(identity);
   }
 
   private logFailure(err: unknown, mechanism: string, speculative: boolean): void {
     if (!(err instanceof AuthFailure || err instanceof TokenError)) throw err;
+    const cause = err instanceof AuthFailure ? err.reason : tokenFailureReason(err.message);
     this.options.logger.warn(
-      { app_id: err.app, mechanism, reason: err.message, ...(speculative ? { speculative: true } : {}) },
+      { app_id: err.app, mechanism, reason: err.message, cause, ...(speculative ? { speculative: true } : {}) },
       speculative ? 'speculative authentication failed' : 'authentication failed',
     );
+    this.options.onAttempt?.(false, mechanism, cause);
   }
 }
 

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { BSONError, Binary, Long, deserialize, serialize, type Document } from 'bson';
 import type { Logger } from '../observability/logger.js';
 import { MsgFlag, OpCode } from '../wire/constants.js';
@@ -24,6 +25,8 @@ import { helloReply, runLocalCommand, MAX_POLICY_WIRE_VERSION, type LocalCommand
 import type { AppManifest } from '../apps/manifests.js';
 import type { AppRegistry } from '../apps/registry.js';
 import type { AppUsage } from './app-usage.js';
+import { OUTCOME_LABELS, Outcome, UNKNOWN_COMMAND, type AppMeter, type OutcomeCode, type RejectReason } from '../observability/metrics.js';
+import { collectionOf, documentsReturned, replyOutcome } from './reply-facts.js';
 import {
   LimitError,
   RATE_EXEMPT,
@@ -50,6 +53,33 @@ const DEFAULT_REMOVED_APP_GRACE_MS = 2000;
 class ClosingError extends CommandError {}
 /** The request of a connection whose app was removed: answered with this, then the connection closes. */
 class RevokedError extends ClosingError {}
+/** The upstream could not be reached before anything was sent (the driver may retry). */
+class UnreachableError extends CommandError {}
+
+/**
+ * How far a request got: an error thrown at each stage is counted as what it means (a rejection and its
+ * reason, an error of a command that ran, an upstream failure). See classifyError.
+ */
+const Stage = {
+  /** Framing, decoding, the command table, $db, admin-only commands. */
+  PARSE: 0,
+  /** The identity gate. */
+  AUTH: 1,
+  /** The app's manifest in force (removed app, roles no longer valid). */
+  APP: 2,
+  /** A command answered by the proxy (hello, ping, saslStart, ...). */
+  LOCAL: 3,
+  /** limits.connections and limits.operations_per_second. */
+  LIMITS: 4,
+  /** The scoping policy (and the command table's own checks). */
+  POLICY: 5,
+  RBAC: 6,
+  /** data_access and the document limits of the manifest. */
+  MANIFEST: 7,
+  /** Routing and the upstream round trip. */
+  FORWARD: 8,
+} as const;
+type StageCode = (typeof Stage)[keyof typeof Stage];
 
 /** The app a request runs as: the manifest in force now and the identity's roles resolved against it. */
 interface LiveApp {
@@ -94,6 +124,35 @@ export class ClientConnection {
   private revoked: string | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
 
+  // ---- Observability (issue 5). The meter counts this connection's requests under its app's label
+  // (the unauthenticated one until it authenticates); `instrumented` is the runtime's `metrics` setting;
+  // requests are timed when the metrics or a slow-operation line may need it.
+  private meter: AppMeter;
+  private readonly instrumented: boolean;
+  private readonly timed: boolean;
+  private readonly debugEnabled: boolean;
+  private readonly warnEnabled: boolean;
+  // The request being handled (one at a time): plain fields, reset per request, nothing allocated.
+  private inRequest = false;
+  /** The client's requestId of the message being handled (logged as `req`). */
+  private reqId = 0;
+  /** A child logger with `req`, made only when a line is written during the request. */
+  private reqLog: Logger | undefined;
+  private reqStart = 0;
+  /** The command label: a canonical name of the command table, or 'unknown'. */
+  private reqCommand = UNKNOWN_COMMAND;
+  private reqCmd: Document | undefined;
+  private reqStage: StageCode = Stage.PARSE;
+  private reqOutcome: OutcomeCode = Outcome.OK;
+  private reqReason: RejectReason | undefined;
+  private reqErrorCode: number | undefined;
+  /** Time waiting for upstream replies (ms); < 0: nothing was sent upstream. */
+  private reqUpstreamMS = -1;
+  /** The upstream reply body (for the documents count of a slow-operation line). */
+  private reqReply: Buffer | undefined;
+  private reqSent = 0;
+  private reqSlowMS = 0;
+
   constructor(
     private readonly socket: net.Socket,
     private readonly ctx: ProxyContext,
@@ -103,11 +162,22 @@ export class ClientConnection {
     // Until the connection authenticates, only small messages are read (raised in onAuthenticated).
     this.framer = new MessageFramer(ctx.limits.preAuthMaxMessageSize);
     this.log = ctx.logger.child({ conn: id });
+    this.meter = ctx.metrics.unauthenticated;
+    this.meter.connections++;
+    this.instrumented = ctx.metrics.enabled;
+    this.warnEnabled = ctx.logger.isLevelEnabled('warn');
+    this.debugEnabled = ctx.logger.isLevelEnabled('debug');
+    this.timed = this.instrumented || this.warnEnabled;
+    const self = this;
     this.auth = new ConnectionAuthenticator({
       apps: { get: (slug) => ctx.apps.current.get(slug) },
-      logger: this.log,
+      // Read per line: the connection's logger gains app_id when it authenticates, and req per request.
+      get logger() {
+        return self.rlog;
+      },
       now: ctx.now,
       onAuthenticated: (identity) => this.onAuthenticated(identity),
+      onAttempt: (success, mechanism, reason) => ctx.metrics.authentication(success, mechanism, reason),
     });
     this.armPreAuthIdleTimer();
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve));
@@ -202,7 +272,7 @@ export class ClientConnection {
   private revoke(reason: string): void {
     if (this.revoked || this.closed) return;
     this.revoked = reason;
-    this.log.warn({ reason, file: this.auth.identity?.app.file }, `closing connection: ${reason}`);
+    this.rlog.warn({ reason, file: this.auth.identity?.app.file }, `closing connection: ${reason}`);
     this.revokeTimer = setTimeout(() => void this.drain(), this.ctx.limits.removedAppGraceMS ?? DEFAULT_REMOVED_APP_GRACE_MS);
     this.revokeTimer.unref();
   }
@@ -214,10 +284,22 @@ export class ClientConnection {
       this.usage = this.ctx.usage.get(identity.app.slug);
       this.usage.connections++;
     }
+    if (this.meter === this.ctx.metrics.unauthenticated) {
+      this.meter.connections--;
+      this.meter = this.ctx.metrics.app(identity.app.slug);
+      this.meter.connections++;
+    }
     this.framer.maxMessageSize = this.ctx.limits.maxMessageSize;
     clearTimeout(this.preAuthIdleTimer);
     this.preAuthIdleTimer = undefined;
     this.log = this.ctx.logger.child({ conn: this.id, app_id: identity.app.slug });
+    this.reqLog = undefined;
+  }
+
+  /** The logger for a line about this connection: with `req` while a request is being handled. */
+  private get rlog(): Logger {
+    if (!this.inRequest) return this.log;
+    return (this.reqLog ??= this.log.child({ req: this.reqId }));
   }
 
   /**
@@ -263,6 +345,7 @@ export class ClientConnection {
       this.usage = undefined;
       this.active = false;
     }
+    this.meter.connections--;
     if (this.held) {
       this.held.pool.release(this.held.conn);
       this.held = undefined;
@@ -278,7 +361,7 @@ export class ClientConnection {
     } else {
       this.socket.destroy();
     }
-    this.log.debug({ reason }, 'client connection closed');
+    this.rlog.debug({ reason }, 'client connection closed');
     this.resolveClosed();
   }
 
@@ -311,7 +394,7 @@ export class ClientConnection {
       while (this.queue.length > 0 && !this.closed) {
         const msg = this.queue.shift()!;
         if (this.queue.length <= MAX_QUEUED_MESSAGES / 2 && this.socket.isPaused()) this.socket.resume();
-        await this.handleMessage(msg);
+        await this.serve(msg);
         if (this.socket.writableNeedDrain && !this.closed) {
           await new Promise<void>((resolve) => {
             const done = () => {
@@ -328,6 +411,129 @@ export class ClientConnection {
       this.processing = false;
       if (this.draining) this.close('drained', true);
     }
+  }
+
+  /**
+   * One request: handled (never throws), then counted and logged. The metrics get the outcome, the
+   * time at the proxy and upstream, and the bytes; the log a debug line per command and a warn line
+   * when it was slower than the app's slow_operation_ms.
+   */
+  private async serve(msg: Buffer): Promise<void> {
+    const meter = this.meter;
+    this.inRequest = true;
+    this.reqId = msg.readInt32LE(4);
+    this.reqLog = undefined;
+    this.reqCommand = UNKNOWN_COMMAND;
+    this.reqCmd = undefined;
+    this.reqStage = Stage.PARSE;
+    this.reqOutcome = Outcome.OK;
+    this.reqReason = undefined;
+    this.reqErrorCode = undefined;
+    this.reqUpstreamMS = -1;
+    this.reqReply = undefined;
+    this.reqSent = 0;
+    this.reqSlowMS = this.ctx.slowOperationMS;
+    this.reqStart = this.timed ? performance.now() : 0;
+    try {
+      await this.handleMessage(msg);
+      if (this.timed) this.account(meter, msg.length);
+    } finally {
+      this.inRequest = false;
+      this.reqLog = undefined;
+      this.reqCmd = undefined;
+      this.reqReply = undefined;
+    }
+  }
+
+  /** Counts and logs the request just handled (see serve). */
+  private account(meter: AppMeter, received: number): void {
+    const end = performance.now();
+    const ms = end - this.reqStart;
+    const slow = this.reqSlowMS > 0 && ms > this.reqSlowMS && this.warnEnabled;
+    let outcome = this.reqOutcome;
+    if (outcome === Outcome.OK && this.reqReply && (this.instrumented || this.debugEnabled || slow)) {
+      try {
+        outcome = replyOutcome(this.reqReply);
+      } catch {
+        outcome = Outcome.ERROR;
+      }
+    }
+    if (this.instrumented) {
+      meter.bytesReceived += received;
+      meter.bytesSent += this.reqSent;
+      meter.request(meter.cell(this.reqCommand), outcome, ms, this.reqUpstreamMS, end);
+      if (outcome === Outcome.REJECTED && this.reqReason !== undefined) meter.reject(this.reqReason);
+    }
+    if (this.debugEnabled) {
+      this.log.debug(
+        {
+          req: this.reqId,
+          cmd: this.reqCommand,
+          collection: collectionOf(this.reqCmd),
+          duration_ms: round3(ms),
+          ...(this.reqUpstreamMS >= 0 ? { upstream_ms: round3(this.reqUpstreamMS) } : {}),
+          outcome: OUTCOME_LABELS[outcome],
+          ...(this.reqReason !== undefined ? { reason: this.reqReason } : {}),
+          ...(this.reqErrorCode !== undefined ? { code: this.reqErrorCode } : {}),
+        },
+        'command',
+      );
+    }
+    if (slow) {
+      let docs: number | undefined;
+      try {
+        docs = this.reqReply ? documentsReturned(this.reqReply) : undefined;
+      } catch {
+        docs = undefined;
+      }
+      this.log.warn(
+        {
+          req: this.reqId,
+          cmd: this.reqCommand,
+          collection: collectionOf(this.reqCmd),
+          duration_ms: round3(ms),
+          ...(this.reqUpstreamMS >= 0 ? { upstream_ms: round3(this.reqUpstreamMS) } : {}),
+          docs,
+          outcome: OUTCOME_LABELS[outcome],
+          threshold_ms: this.reqSlowMS,
+        },
+        'slow operation',
+      );
+    }
+  }
+
+  /** What an error thrown while handling the request means for the metrics (outcome, rejection reason). */
+  private classifyError(err: unknown): void {
+    if (err instanceof CommandError || err instanceof WireError) this.reqErrorCode = err.code;
+    if (err instanceof UpstreamError || err instanceof UnreachableError) {
+      this.reqOutcome = Outcome.FAILED;
+      return;
+    }
+    const stage = this.reqStage;
+    if (stage === Stage.LOCAL) {
+      this.reqOutcome = Outcome.ERROR;
+      return;
+    }
+    if (stage === Stage.FORWARD) {
+      // The only refusal after routing: a cursor the app does not hold (nothing was sent).
+      if (err instanceof CommandError && err.code === 43) {
+        this.reqOutcome = Outcome.REJECTED;
+        this.reqReason = 'cursor_not_found';
+      } else this.reqOutcome = Outcome.ERROR;
+      return;
+    }
+    if (!(err instanceof CommandError || err instanceof WireError || err instanceof BSONError)) {
+      this.reqOutcome = Outcome.ERROR;
+      return;
+    }
+    this.reqOutcome = Outcome.REJECTED;
+    this.reqReason ??= rejectReason(stage, err);
+  }
+
+  /** The bytes of a reply to the client (counted for the metrics). */
+  private send(bytes: Buffer): void {
+    this.reqSent += bytes.length;
+    this.socket.write(bytes);
   }
 
   private async handleMessage(msg: Buffer, compressed = false): Promise<void> {
@@ -352,9 +558,10 @@ export class ClientConnection {
   }
 
   private handleError(err: unknown, requestId: number, opCode: number, msg: Buffer): void {
+    if (this.timed) this.classifyError(err);
     if (err instanceof UpstreamError) {
       // The request may or may not have run upstream: close so the driver retries on a fresh connection.
-      this.log.warn({ err: err.message }, 'upstream failed mid-request; closing client connection');
+      this.rlog.warn({ err: err.message }, 'upstream failed mid-request; closing client connection');
       this.close('upstream failure');
       return;
     }
@@ -362,7 +569,7 @@ export class ClientConnection {
     let closeAfter = false;
     if (err instanceof WireError) {
       if (err.disposition === 'close') {
-        this.log.warn({ err: err.message, opCode }, 'malformed message; closing connection');
+        this.rlog.warn({ err: err.message, opCode }, 'malformed message; closing connection');
         this.close(err.message);
         return;
       }
@@ -376,7 +583,7 @@ export class ClientConnection {
     } else if (err instanceof BSONError) {
       reply = errorReply({ code: 22, codeName: 'InvalidBSON', message: `invalid BSON in command: ${err.message}` });
     } else {
-      this.log.error({ err }, 'internal error handling a request');
+      this.rlog.error({ err }, 'internal error handling a request');
       reply = errorReply({ code: 1, codeName: 'InternalError', message: 'internal error in mdb-runtime' });
     }
     // A moreToCome request gets no reply, even an error.
@@ -392,7 +599,7 @@ export class ClientConnection {
       opCode === OpCode.QUERY
         ? encodeOpReply(this.replyIds.take(), responseTo, [body])
         : encodeOpMsg(this.replyIds.take(), responseTo, 0, body);
-    this.socket.write(bytes);
+    this.send(bytes);
   }
 
   private async handleOpQuery(msg: Buffer): Promise<void> {
@@ -400,6 +607,7 @@ export class ClientConnection {
     let cmd: Document = deserialize(query.query, DECODE_OPTIONS);
     if (cmd.$query && typeof cmd.$query === 'object') cmd = cmd.$query as Document;
     const name = Object.keys(cmd)[0] ?? '';
+    if (HANDSHAKE_COMMANDS.has(name)) this.reqCommand = 'hello';
     if (query.fullCollectionName !== 'admin.$cmd' || !HANDSHAKE_COMMANDS.has(name)) {
       throw new CommandError(
         'UnsupportedOpQueryCommand',
@@ -407,6 +615,7 @@ export class ClientConnection {
         352,
       );
     }
+    this.reqStage = Stage.LOCAL;
     const extra = await this.auth.onHello(cmd);
     this.reply(OpCode.QUERY, query.requestId, { ...helloReply(cmd, name, this.localContext()), ...extra });
   }
@@ -417,25 +626,38 @@ export class ClientConnection {
     const cmd = decodeDocument(parsed.body);
     const name = Object.keys(cmd)[0] ?? '';
     const spec = lookupCommand(name);
-    if (!spec) throw commandError('CommandNotFound', `no such command: '${name}'`);
-    if (spec.refused) throw commandError(spec.refused, `${name} is not allowed by mdb-runtime. ${spec.help}`);
+    this.reqCmd = cmd;
+    if (!spec) {
+      this.reqReason = 'unknown_command';
+      throw commandError('CommandNotFound', `no such command: '${name}'`);
+    }
+    this.reqCommand = spec.name;
+    if (spec.refused) {
+      this.reqReason = spec.refused === 'QueryFeatureNotAllowed' ? 'server_js' : 'server_wide';
+      throw commandError(spec.refused, `${name} is not allowed by mdb-runtime. ${spec.help}`);
+    }
     const db = cmd.$db;
     if (typeof db !== 'string' || db.length === 0) {
       throw new CommandError('Location40571', 'OP_MSG requests require a $db argument', 40571);
     }
     // ---- Identity gate (issue 3 item 1): unauthenticated connections run only pre-auth commands; an
     // expired token gets ReauthenticationRequired (MONGODB-OIDC) or AuthenticationFailed. ----
+    this.reqStage = Stage.AUTH;
     this.auth.check(spec.name, spec.preAuth === true);
     // ---- The app as configured now (hot reload): removed → this request is refused and the connection closes.
     const authenticated = this.auth.identity;
+    this.reqStage = Stage.APP;
     const live = authenticated ? this.liveApp(authenticated) : undefined;
+    if (live) this.reqSlowMS = live.manifest.observability.slowOperationMs ?? this.ctx.slowOperationMS;
+    this.reqStage = Stage.PARSE;
     if (spec.adminOnly && db !== 'admin') {
       throw commandError('Unauthorized', `${name} may only be run against the admin database.`);
     }
+    this.reqStage = Stage.POLICY;
     spec.check?.(cmd);
-    this.log.debug({ cmd: spec.name, db, req: parsed.requestId }, 'command');
 
     if (spec.local) {
+      this.reqStage = Stage.LOCAL;
       let reply: Document;
       if (spec.local === 'sasl') reply = name === 'saslStart' ? await this.auth.saslStart(cmd) : this.auth.saslContinue(cmd);
       else if (spec.local === 'hello') {
@@ -456,13 +678,16 @@ export class ClientConnection {
       }
       // A fresh command, not the client's bytes: nothing of an unauthenticated client (session ids,
       // transaction numbers, kind-1 sections) reaches the upstream.
+      this.reqStage = Stage.FORWARD;
       const out = encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, encodeDocument({ buildInfo: 1, $db: 'admin' }));
       const reply = await this.roundTrip(await this.routeToPrimary({}, spec), out, moreToCome);
-      if (reply && !this.closed) this.socket.write(readdressOpMsg(reply, this.replyIds.take(), parsed.requestId));
+      if (reply && this.timed) this.noteReply(parseOpMsg(reply).body);
+      if (reply && !this.closed) this.send(readdressOpMsg(reply, this.replyIds.take(), parsed.requestId));
       return;
     }
     const app = live.manifest;
     const usage = this.usage ?? this.ctx.usage.get(app.slug);
+    this.reqStage = Stage.LIMITS;
     if (!this.active) this.activate(app, usage);
     // ---- limits.operations_per_second: one bucket per app, before any work is done for the command.
     const rate = app.limits.operationsPerSecond;
@@ -474,18 +699,27 @@ export class ClientConnection {
       }
     }
     // ---- Scoping (issue 3): the policy layer rewrites the command for the app, RBAC checks what it touches.
+    this.reqStage = Stage.POLICY;
     const scope = this.scopeFor(app.slug, app.exposeTag);
     let rewritten = rewriteCommand(scope, spec, name, cmd, parsed.sequences);
+    this.reqStage = Stage.RBAC;
     authorize(live.roles, rewritten.access, name);
     // ---- data_access and the document limits of the manifest (issue 4).
+    this.reqStage = Stage.MANIFEST;
     try {
       rewritten = await this.applyManifestLimits(app, scope, spec, name, cmd, parsed.sequences, rewritten);
     } catch (err) {
       usage.refused++;
       throw err;
     }
+    this.reqStage = Stage.FORWARD;
     await this.forward(scope, rewritten, parsed, cmd, spec, moreToCome);
-    usage.served();
+    usage.served(this.timed ? this.reqStart : undefined);
+  }
+
+  /** An upstream reply body: its outcome and documents are read from it when the request is counted or logged. */
+  private noteReply(body: Buffer): void {
+    this.reqReply = body;
   }
 
   /**
@@ -578,10 +812,11 @@ export class ClientConnection {
     const reply = await this.roundTrip(address, out, moreToCome);
     if (!reply) return;
     const replyMsg = parseOpMsg(reply);
+    if (this.timed) this.noteReply(replyMsg.body);
     if (spec.cursor && plan.kind === 'cursor') this.trackCursors(spec, cmd, replyMsg.body, address, scope.slug, plan.view);
     if (this.closed) return;
     const body = rewriteReply(scope, plan, replyMsg.body);
-    this.socket.write(
+    this.send(
       body === replyMsg.body
         ? readdressOpMsg(reply, this.replyIds.take(), parsed.requestId)
         : encodeOpMsg(this.replyIds.take(), parsed.requestId, 0, body),
@@ -650,7 +885,9 @@ export class ClientConnection {
       return undefined;
     }
     try {
+      const sent = this.timed ? performance.now() : 0;
       const reply = await conn.roundTrip(out, requestId);
+      if (this.timed) this.reqUpstreamMS = Math.max(0, this.reqUpstreamMS) + (performance.now() - sent);
       pool.release(conn);
       return reply;
     } catch (err) {
@@ -710,6 +947,7 @@ export class ClientConnection {
       if (!reply) continue;
       const doc = decodeDocument(rewriteReply(scope, rewritten.reply, parseOpMsg(reply).body));
       if (Number(doc.ok) !== 1) {
+        this.reqOutcome = Outcome.ERROR;
         if (!moreToCome) this.reply(OpCode.MSG, parsed.requestId, doc);
         return;
       }
@@ -723,7 +961,33 @@ export class ClientConnection {
 
 /** An error a driver retries (the upstream was not reached, so no command ran). */
 function retryableUnavailable(detail: string): CommandError {
-  return commandError('HostUnreachable', `mdb-runtime could not reach the upstream: ${detail}`, ['RetryableWriteError']);
+  return new UnreachableError('HostUnreachable', `mdb-runtime could not reach the upstream: ${detail}`, 6, ['RetryableWriteError']);
+}
+
+/** Why a request refused at `stage` was refused (a fixed label value). */
+function rejectReason(stage: StageCode, err: unknown): RejectReason {
+  const code = err instanceof CommandError || err instanceof WireError ? err.code : undefined;
+  switch (stage) {
+    case Stage.AUTH:
+      return 'unauthenticated';
+    case Stage.APP:
+      // Otherwise the token's roles no longer exist in the reloaded manifest.
+      return err instanceof RevokedError ? 'app_removed' : 'rbac';
+    case Stage.LIMITS:
+      return code === 462 ? 'rate_limit' : 'connection_limit';
+    case Stage.POLICY:
+      return code === 224 ? 'server_js' : 'policy';
+    case Stage.RBAC:
+      return 'rbac';
+    case Stage.MANIFEST:
+      return code === 10334 ? 'document_size' : code === 14031 ? 'document_count' : 'data_access';
+    default:
+      return 'invalid_request';
+  }
+}
+
+function round3(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 function toBigInt(v: unknown): bigint | undefined {

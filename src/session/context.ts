@@ -1,4 +1,5 @@
 import type { Logger } from '../observability/logger.js';
+import type { ProxyMetrics } from '../observability/metrics.js';
 import type { Upstream } from '../upstream/index.js';
 import type { AppRegistry } from '../apps/registry.js';
 import type { AppUsageTable } from './app-usage.js';
@@ -27,6 +28,10 @@ export interface ProxyContext {
   readonly scoping: { readonly database: string; readonly tagField: string };
   /** Milliseconds since the epoch; token expiry is judged by it (tests substitute a clock they move). */
   readonly now: () => number;
+  /** Per-app meters (request-path instrumentation is on when `metrics.enabled`) and authentication counts. */
+  readonly metrics: ProxyMetrics;
+  /** runtime.yaml slow_operation_ms: slower commands are logged at warn (a manifest's observability overrides; 0: none). */
+  readonly slowOperationMS: number;
 }
 
 export interface SessionLimits {

@@ -26,6 +26,13 @@ export class CursorRegistry {
     return this.cursors.size;
   }
 
+  /** Open cursors by owning app (metrics, at scrape time). */
+  countByOwner(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const entry of this.cursors.values()) counts.set(entry.owner, (counts.get(entry.owner) ?? 0) + 1);
+    return counts;
+  }
+
   register(id: bigint, address: string, owner: string, view: unknown = undefined): void {
     this.cursors.set(id, { address, owner, view, lastUsed: Date.now() });
   }

@@ -1,5 +1,34 @@
+import { performance } from 'node:perf_hooks';
 import { UpstreamConnection, type UpstreamConnectOptions } from './connection.js';
 import { UpstreamError } from './errors.js';
+
+/** Bucket bounds (seconds) of the pool's wait-time counts; 0 holds acquisitions served by an idle connection. */
+export const POOL_WAIT_BOUNDS: readonly number[] = [0, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30];
+
+/** How long acquisitions waited, as plain counts (read by the metrics at scrape time). */
+export class PoolWaitStats {
+  /** Per-bucket counts over POOL_WAIT_BOUNDS; the last one is past every bound. */
+  readonly counts = new Float64Array(POOL_WAIT_BOUNDS.length + 1);
+  /** Seconds waited in total, and acquisitions (successful ones). */
+  sum = 0;
+  count = 0;
+  /** Acquisitions that failed: the wait queue timed out, or a new connection could not be opened. */
+  failures = 0;
+
+  /** An acquisition that found an idle connection. */
+  immediate(): void {
+    this.counts[0]! += 1;
+    this.count++;
+  }
+
+  observe(seconds: number): void {
+    let i = 0;
+    while (i < POOL_WAIT_BOUNDS.length && seconds > POOL_WAIT_BOUNDS[i]!) i++;
+    this.counts[i]! += 1;
+    this.sum += seconds;
+    this.count++;
+  }
+}
 
 export interface PoolOptions {
   maxSize: number;
@@ -26,6 +55,8 @@ export class ConnectionPool {
   private pendingConnects = 0;
   private closed = false;
   private readonly sweeper: NodeJS.Timeout;
+  /** Wait times of acquire() (metrics). */
+  readonly waits = new PoolWaitStats();
 
   constructor(
     readonly address: string,
@@ -50,10 +81,25 @@ export class ConnectionPool {
     if (this.closed) throw new UpstreamError(`pool for ${this.address} is closed`);
     while (this.idle.length > 0) {
       const conn = this.idle.pop()!;
-      if (!conn.isClosed) return conn;
+      if (!conn.isClosed) {
+        this.waits.immediate();
+        return conn;
+      }
       this.total--;
     }
-    if (this.total < this.options.maxSize) return this.open();
+    // No idle connection: the time to open one, or in the wait queue, is what the request waited.
+    const start = performance.now();
+    try {
+      const conn = await (this.total < this.options.maxSize ? this.open() : this.enqueue());
+      this.waits.observe((performance.now() - start) / 1000);
+      return conn;
+    } catch (err) {
+      this.waits.failures++;
+      throw err;
+    }
+  }
+
+  private enqueue(): Promise<UpstreamConnection> {
     return new Promise<UpstreamConnection>((resolve, reject) => {
       const waiter: Waiter = {
         resolve,

@@ -145,6 +145,7 @@ observability: { slow_operation_ms: 0 }
     ['an index outside data_access.collections', 'data_access: { collections: [a] }\nmanaged_indexes:\n  b: []\n', ":5:3: managed_indexes.b: collection 'b' is not in data_access.collections (a); add it there or remove its indexes"],
     ['an endpoint outside data_access.collections', 'data_access: { collections: [a] }\nwebsockets: [{ path: /w, collection: b }]\n', ":4:38: websockets[0].collection: collection 'b' is not in data_access.collections (a)"],
     ['a websocket path of the proxy', 'websockets: [{ path: /metrics, collection: a }]\n', ":3:22: websockets[0].path: '/metrics' belongs to the proxy's own HTTP endpoints"],
+    ['the status page path as a websocket path', 'websockets: [{ path: /, collection: a }]\n', ":3:22: websockets[0].path: '/' belongs to the proxy's own HTTP endpoints"],
     ['a websocket path under /apps', 'websockets: [{ path: /apps/x, collection: a }]\n', ":3:22: websockets[0].path: '/apps' belongs to the proxy's own HTTP endpoints"],
     ['a repeated websocket path', 'websockets:\n  - { path: /w, collection: a }\n  - { path: /w, collection: b }\n', ":5:13: websockets[1].path: '/w' is also the path of websockets[0]; paths must be unique"],
   ])('refuses %s', (_what, body, expected) => {

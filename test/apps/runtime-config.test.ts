@@ -56,6 +56,7 @@ const SAMPLES: Record<string, { yaml: string[]; text: string[]; pick: (c: Runtim
   pre_auth_idle_timeout_ms: { yaml: ['14'], text: ['15', '16'], pick: (c) => c.preAuthIdleTimeoutMS },
   tag_field: { yaml: ['tag_file'], text: ['tag_env', 'tag_flag'], pick: (c) => c.tagField },
   slow_operation_ms: { yaml: ['41'], text: ['42', '43'], pick: (c) => c.slowOperationMS },
+  metrics: { yaml: ['false'], text: ['true', 'false'], pick: (c) => c.metrics },
   'indexes.reconcile': { yaml: ['replace'], text: ['report', 'replace'], pick: (c) => c.indexes.reconcile },
   'indexes.prune': { yaml: ['true'], text: ['false', 'true'], pick: (c) => c.indexes.prune },
   'indexes.interval_ms': { yaml: ['5001'], text: ['5002', '5003'], pick: (c) => c.indexes.intervalMS },
@@ -133,6 +134,7 @@ describe('loadRuntimeConfig', () => {
       preAuthIdleTimeoutMS: 60_000,
       tagField: 'app_id',
       slowOperationMS: 100,
+      metrics: true,
       indexes: { reconcile: 'report', prune: false, intervalMS: 60_000, leaseTtlMS: 30_000 },
     } satisfies RuntimeConfig);
   });

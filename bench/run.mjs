@@ -1,0 +1,37 @@
+// npm run bench -- [suite ...] [--smoke] [options passed to each suite]
+// Runs the benchmark suites one after the other (default: all of them). Suites:
+//   observability  the cost of logging + metrics on the request path (bench/observability.mjs)
+//   policy         the policy layer's rewrite functions, no I/O (bench/policy.mjs)
+// The end-to-end comparison of issue 6 (direct / relay / proxy on FerretDB and on the fast responder)
+// will be added here as a suite of its own.
+// --smoke runs every suite in its few-seconds mode (what the test suite checks, so the benchmarks cannot
+// rot); it never judges the numbers.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const SUITES = {
+  observability: (smoke, rest) => ({ script: 'observability.mjs', args: [...(smoke ? ['--smoke'] : []), ...rest], env: {} }),
+  policy: (smoke) => ({ script: 'policy.mjs', args: [], env: smoke ? { BENCH_SECONDS: '0.2' } : {} }),
+};
+
+const argv = process.argv.slice(2);
+const smoke = argv.includes('--smoke');
+const names = argv.filter((a) => Object.hasOwn(SUITES, a));
+const rest = argv.filter((a) => a !== '--smoke' && !Object.hasOwn(SUITES, a));
+if (argv.includes('--help')) {
+  process.stdout.write(`usage: npm run bench -- [${Object.keys(SUITES).join('|')} ...] [--smoke] [suite options]\n`);
+  process.exit(0);
+}
+let failed = 0;
+for (const name of names.length > 0 ? names : Object.keys(SUITES)) {
+  const { script, args, env } = SUITES[name](smoke, rest);
+  process.stderr.write(`\n### bench: ${name}${smoke ? ' (smoke)' : ''}\n`);
+  const r = spawnSync(process.execPath, [path.join(here, script), ...args], { stdio: 'inherit', env: { ...process.env, ...env } });
+  if (r.status !== 0) {
+    failed++;
+    process.stderr.write(`### bench: ${name} failed (exit ${r.status ?? r.signal})\n`);
+  }
+}
+process.exit(failed > 0 ? 1 : 0);
