@@ -1,9 +1,9 @@
 // npm run bench -- [suite ...] [--smoke] [options passed to each suite]
 // Runs the benchmark suites one after the other (default: all of them). Suites:
+//   e2e            direct / plain TCP relay / proxy on FerretDB and on the fast responder (bench/e2e.mjs)
 //   observability  the cost of logging + metrics on the request path (bench/observability.mjs)
 //   policy         the policy layer's rewrite functions, no I/O (bench/policy.mjs)
-// The end-to-end comparison of issue 6 (direct / relay / proxy on FerretDB and on the fast responder)
-// will be added here as a suite of its own.
+// Options after the suite names go to every suite run (e.g. `npm run bench -- e2e --reps 1`).
 // --smoke runs every suite in its few-seconds mode (what the test suite checks, so the benchmarks cannot
 // rot); it never judges the numbers.
 import { spawnSync } from 'node:child_process';
@@ -12,8 +12,10 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SUITES = {
+  e2e: (smoke, rest) => ({ script: 'e2e.mjs', args: [...(smoke ? ['--smoke'] : []), ...rest], env: {} }),
   observability: (smoke, rest) => ({ script: 'observability.mjs', args: [...(smoke ? ['--smoke'] : []), ...rest], env: {} }),
   policy: (smoke) => ({ script: 'policy.mjs', args: [], env: smoke ? { BENCH_SECONDS: '0.2' } : {} }),
+  scale: (smoke, rest) => ({ script: 'scale.mjs', args: [...(smoke ? ['--smoke'] : []), ...rest], env: {} }),
 };
 
 const argv = process.argv.slice(2);

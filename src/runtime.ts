@@ -4,6 +4,7 @@ import { formatHostPort, redactUri } from './apps/runtime-config.js';
 import { ConfigError } from './apps/config-source.js';
 import type { AppManifest } from './apps/manifests.js';
 import { AppDirectory, type ManifestProblem, type WatchOptions } from './apps/watcher.js';
+import { VerifiedTokenCache } from './apps/tokens.js';
 import { IndexReconciler, defaultHolderId, type AppIndexState } from './indexes/index.js';
 import type { Logger } from './observability/logger.js';
 import { HttpServer } from './observability/http.js';
@@ -39,6 +40,8 @@ export interface RunningRuntime {
   metrics: ProxyMetrics;
   /** The /apps document (what GET /apps answers). */
   describeApps(): AppsDocument;
+  /** What GET /readyz answers (ready: 200, else 503 with the reason in `detail`). */
+  readiness(): Promise<{ ready: boolean; detail: Record<string, unknown> }>;
   /** Stops accepting, finishes in-flight requests (up to the grace period), closes the upstream. */
   stop(): Promise<void>;
 }
@@ -70,6 +73,14 @@ export interface RuntimeOptions {
   readiness?: { timeoutMS?: number; cacheMS?: number };
   /** prom-client's process metrics (CPU, memory, event loop) on /metrics; default true. */
   processMetrics?: boolean;
+  /**
+   * false: no HTTP listener (a worker of `serve --workers N`: the primary serves HTTP for all workers
+   * and asks each for readiness(), describeApps() and its metrics registry); `httpAddress` is then the
+   * configured http_listen.
+   */
+  http?: false;
+  /** The worker's number under `serve --workers N` (its startup line says so). */
+  workerId?: number;
 }
 
 /** What the runtime needs of the index reconciler (src/indexes): fed every reload, asked for /apps. */
@@ -179,6 +190,8 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   metrics.manifestReload('start', startFailures.length, directory.reloadedAt);
 
   const usage = new AppUsageTable();
+  // Verified tokens, shared by the connections; an entry holds only under the manifest it was verified with.
+  const tokenCache = new VerifiedTokenCache();
   // max_documents_per_collection: counts through the control plane's own client (approximate, see
   // src/session/document-counts.ts).
   const documentCounts = new DocumentCounts(
@@ -193,6 +206,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     usage,
     documentCounts,
     metrics,
+    tokenCache,
     slowOperationMS: config.slowOperationMS,
     now: options.now ?? Date.now,
     scoping: { database: config.upstream.database, tagField: config.tagField },
@@ -236,6 +250,8 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   directory.on('reload', (event) => {
     metrics.manifestReload(event.cause, event.refused.length);
     proxy.appsChanged(event.registry);
+    // Entries of replaced manifests can no longer answer (VerifiedTokenCache.get): free them.
+    if (event.changed.length + event.removed.length > 0) tokenCache.clear();
     usage.prune((slug) => event.registry.get(slug) !== undefined);
     metrics.prune((slug) => event.registry.get(slug) !== undefined);
     if (event.added.length + event.changed.length + event.removed.length > 0) reconciler?.update([...event.registry]);
@@ -270,8 +286,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   });
 
   let stopping: Promise<void> | undefined;
-  const http = new HttpServer({
-    readiness: async () => {
+  const readiness = async (): Promise<{ ready: boolean; detail: Record<string, unknown> }> => {
       // While draining on shutdown the HTTP side stays up and says "not ready" so load balancers stop
       // sending new clients before the listener is gone.
       if (stopping) return { ready: false, detail: { shutting_down: true } };
@@ -296,7 +311,9 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
           manifest_errors: directory.problems.map(errorEntry),
         },
       };
-    },
+  };
+  const http = new HttpServer({
+    readiness,
     apps: () => describeApps(),
     metrics: () => metrics.scrape(),
   });
@@ -308,7 +325,10 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   try {
     proxyAddress = await proxy.listen(config.listen.host, config.listen.port);
     what = `http_listen ${formatHostPort(config.httpListen)} (MDB_HTTP_LISTEN, --http-listen)`;
-    httpAddress = await http.listen(config.httpListen.host, config.httpListen.port);
+    httpAddress =
+      options.http === false
+        ? { address: config.httpListen.host, port: config.httpListen.port, family: config.httpListen.host.includes(':') ? 'IPv6' : 'IPv4' }
+        : await http.listen(config.httpListen.host, config.httpListen.port);
   } catch (err) {
     await proxy.shutdown(0).catch(() => undefined);
     await http.close().catch(() => undefined);
@@ -335,7 +355,9 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       config: config.file ?? config.configDir,
       version: VERSION,
     },
-    `mdb-runtime ${VERSION} listening on ${listen} (http ${httpListen}); upstream ${upstreamUri}: ${upstream.topology.describe()}`,
+    options.workerId !== undefined
+      ? `worker ${options.workerId} serving ${listen}; upstream ${upstreamUri}: ${upstream.topology.describe()}`
+      : `mdb-runtime ${VERSION} listening on ${listen} (http ${httpListen}); upstream ${upstreamUri}: ${upstream.topology.describe()}`,
   );
 
   return {
@@ -347,6 +369,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     usage,
     metrics,
     describeApps,
+    readiness,
     stop() {
       stopping ??= (async () => {
         logger.info({ connections: proxy.connectionCount }, 'shutting down: no new connections, finishing requests');
@@ -354,7 +377,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
         await proxy.shutdown(config.shutdownGraceMS);
         documentCounts.stop();
         await reconciler?.stop();
-        await http.close();
+        if (options.http !== false) await http.close();
         await upstream.close();
         logger.info('mdb-runtime stopped');
       })();

@@ -59,12 +59,17 @@ function waitFor(child, type, timeoutMS) {
  *  workers (load processes, default min(2, concurrency)), warmupMS, durationMS,
  *  probes ({ name: pid }: processes whose CPU and memory are reported, e.g. { proxy: pid }),
  *  db ('bench'), options (the workload's: seedCount ...), clientOptions (MongoClient options),
+ *  exitGraceMS (how long a worker lets operations in flight finish after the window before closing
+ *  its client, 3,000: a slow upstream's tail must not run into the next run),
  *  rate (total operations per second, spread over the connections: an open loop at a fixed rate, so
  *  that configurations are compared at the same throughput; default 0: every connection sends its
  *  next operation as soon as the reply came, a closed loop at whatever the system sustains).
- * Returns { ops, ops_per_second, errors, first_error, latency: {p50_us, p99_us, p999_us, mean_us,
- * max_us}, window_ms, processes: { name: { cpu_us_per_op, cpu_percent, rss_mb, peak_rss_mb } },
- * load: { cpu_percent, cpu_us_per_op } }.
+ * Returns { ops, ops_per_second, docs_per_second, errors, first_error, latency: {p50_us, p99_us, p999_us, mean_us,
+ * max_us} (nulls when no operation completed in the window), window_ms, processes: { name: {
+ * cpu_us_per_op, cpu_percent, rss_mb, peak_rss_mb } }, load: { cpu_percent, cpu_us_per_op } }.
+ * For a progressive workload (WORKLOADS[w].progressive: the scan) `ops` is the work done in the window
+ * in whole operations (documents read ÷ documents per scan, fractional), with `completed_ops` and
+ * `units` beside it; CPU per op is per such operation.
  */
 export async function runLoad(opts) {
   const [result] = await runLoads([opts], opts);
@@ -74,12 +79,12 @@ export async function runLoad(opts) {
 /**
  * Several targets loaded at the same time, each by its own worker processes, with the phases
  * (warm-up, measured window) in step: what happens to the machine during the window happens to all of
- * them. `targets`: [{ uri, probes, workload?, concurrency?, workers? }]; `common`: the defaults of
+ * them. `targets`: [{ uri, probes, workload?, concurrency?, workers?, db?, options? }]; `common`: the defaults of
  * runLoad's options (workload, concurrency, workers, warmupMS, durationMS, db, options,
  * clientOptions). Returns one result per target, in order.
  */
 export async function runLoads(targets, common = {}) {
-  const { warmupMS = 3000, durationMS = 10_000, db = 'bench', options = {}, clientOptions = {} } = common;
+  const { warmupMS = 3000, durationMS = 10_000, db = 'bench', options = {}, clientOptions = {}, exitGraceMS = 3000 } = common;
   const rateOf = (t) => t.rate ?? common.rate ?? 0;
   const plans = targets.map((t) => {
     const workload = t.workload ?? common.workload;
@@ -89,6 +94,8 @@ export async function runLoads(targets, common = {}) {
       target: t,
       workload,
       concurrency,
+      db: t.db ?? db,
+      options: t.options ?? options,
       children: split(concurrency, workers).map((connections) => ({
         connections,
         child: fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
@@ -102,7 +109,7 @@ export async function runLoads(targets, common = {}) {
         p.children.map(({ child, connections }) => {
           const ready = waitFor(child, 'ready', 30_000);
           const rate = (rateOf(p.target) * connections) / p.concurrency;
-          child.send({ type: 'init', uri: p.target.uri, workload: p.workload, connections, rate, db, options, clientOptions });
+          child.send({ type: 'init', uri: p.target.uri, workload: p.workload, connections, rate, db: p.db, options: p.options, clientOptions, exitGraceMS });
           return ready;
         }),
       ),
@@ -148,17 +155,28 @@ export async function runLoads(targets, common = {}) {
 
 function summarizeRun(plan, outs, before, after) {
   const hist = new LatencyHistogram();
-  let ops = 0;
+  let completed = 0;
+  let units = 0;
   let errors = 0;
-  let opsPerSecond = 0;
+  let completedPerSecond = 0;
+  let unitsPerSecond = 0;
   let firstError;
   for (const r of outs) {
     hist.merge(LatencyHistogram.fromJSON(r.histogram));
-    ops += r.ops;
+    completed += r.ops;
+    units += r.units ?? 0;
     errors += r.errors;
-    opsPerSecond += r.windowMS > 0 ? (r.ops * 1000) / r.windowMS : 0;
+    completedPerSecond += r.windowMS > 0 ? (r.ops * 1000) / r.windowMS : 0;
+    unitsPerSecond += r.windowMS > 0 ? ((r.units ?? 0) * 1000) / r.windowMS : 0;
     firstError ??= r.firstError;
   }
+  // A progressive workload (a scan) is measured by the work done in the window (documents read),
+  // expressed in whole operations: a scan still running at the end counts for what it read.
+  const w = WORKLOADS[plan.workload];
+  const unitsPerOp = w?.progressive ? w.unitsPerOp(plan.options) : undefined;
+  const ops = unitsPerOp ? units / unitsPerOp : completed;
+  const opsPerSecond = unitsPerOp ? unitsPerSecond / unitsPerOp : completedPerSecond;
+  const docsPerOp = w?.docsPerOp ? w.docsPerOp(plan.options) : 1;
   const processes = {};
   for (const name of Object.keys(before.probes)) {
     const a = before.probes[name];
@@ -188,11 +206,14 @@ function summarizeRun(plan, outs, before, after) {
     workload: plan.workload,
     concurrency: plan.concurrency,
     workers: plan.children.length,
-    ops,
-    ops_per_second: round(opsPerSecond),
+    ops: unitsPerOp ? round(ops, 3) : ops,
+    ...(unitsPerOp ? { completed_ops: completed, units } : {}),
+    ops_per_second: round(opsPerSecond, opsPerSecond < 100 ? 3 : 1),
+    docs_per_second: round(opsPerSecond * docsPerOp),
     errors,
     ...(firstError !== undefined ? { first_error: firstError } : {}),
-    latency: hist.summary(),
+    // No operation completed in the window (a long scan): no latency to report, rather than zeros.
+    latency: hist.n > 0 ? hist.summary() : { p50_us: null, p99_us: null, p999_us: null, mean_us: null, max_us: null },
     window_ms: round(Math.max(...outs.map((r) => r.windowMS))),
     processes,
     load: {

@@ -22,6 +22,8 @@ export interface RuntimeConfig {
   };
   logLevel: string;
   shutdownGraceMS: number;
+  /** Processes serving the wire port (`serve --workers N`): 1 runs everything in one process, no cluster. */
+  workers: number;
   /** An unauthenticated client connection idle this long is closed (0: never). */
   preAuthIdleTimeoutMS: number;
   /** The field every app document is tagged with (DESIGN.md rule 4). */
@@ -51,6 +53,7 @@ export interface ConfigOverrides {
   database?: string | undefined;
   logLevel?: string | undefined;
   shutdownGraceMs?: string | undefined;
+  workers?: string | undefined;
   preAuthIdleTimeoutMs?: string | undefined;
   tagField?: string | undefined;
   slowOperationMs?: string | undefined;
@@ -84,6 +87,8 @@ export interface SettingSpec {
   kind: SettingKind;
   /** Smallest value allowed (kind 'int'). */
   min?: number;
+  /** Largest value allowed (kind 'int'). */
+  max?: number;
   /** The allowed values (kind 'enum'). */
   values?: readonly string[];
   default: string | number | boolean;
@@ -104,6 +109,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'upstream.database', env: 'MDB_DATABASE', flag: '--database', short: '-d', option: 'database', arg: '<name>', kind: 'database', default: 'mdb_runtime', help: 'the shared physical database on the upstream' },
   { key: 'log_level', env: 'MDB_LOG_LEVEL', flag: '--log-level', option: 'logLevel', arg: '<level>', kind: 'logLevel', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
   { key: 'shutdown_grace_ms', env: 'MDB_SHUTDOWN_GRACE_MS', flag: '--shutdown-grace-ms', option: 'shutdownGraceMs', arg: '<ms>', kind: 'int', min: 0, default: 10_000, help: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish' },
+  { key: 'workers', env: 'MDB_WORKERS', flag: '--workers', option: 'workers', arg: '<n>', kind: 'int', min: 1, max: 64, default: 1, help: 'processes serving the wire port (node:cluster; 1: a single process); the HTTP endpoints add up all of them' },
   { key: 'tag_field', env: 'MDB_TAG_FIELD', flag: '--tag-field', option: 'tagField', arg: '<name>', kind: 'fieldName', default: 'app_id', help: 'the field every app document is tagged with' },
   { key: 'pre_auth_idle_timeout_ms', env: 'MDB_PRE_AUTH_IDLE_TIMEOUT_MS', flag: '--pre-auth-idle-timeout-ms', option: 'preAuthIdleTimeoutMs', arg: '<ms>', kind: 'int', min: 0, default: 60_000, help: 'close client connections that send nothing for this long before authenticating (0: never)' },
   { key: 'slow_operation_ms', env: 'MDB_SLOW_OPERATION_MS', flag: '--slow-operation-ms', option: 'slowOperationMs', arg: '<ms>', kind: 'int', min: 0, default: 100, help: 'log operations slower than this at warn (0: log none)' },
@@ -183,7 +189,7 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
   };
   const int = (key: string): number => {
     const spec = setting(key);
-    return parseInteger(given(spec), spec.min ?? 0);
+    return parseInteger(given(spec), spec.min ?? 0, spec.max);
   };
   const bool = (key: string): boolean => {
     const g = given(setting(key));
@@ -210,6 +216,7 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
     },
     logLevel: str('log_level'),
     shutdownGraceMS: int('shutdown_grace_ms'),
+    workers: int('workers'),
     preAuthIdleTimeoutMS: int('pre_auth_idle_timeout_ms'),
     tagField: str('tag_field'),
     slowOperationMS: int('slow_operation_ms'),
@@ -353,7 +360,7 @@ export function expectation(spec: SettingSpec): string {
     case 'logLevel':
       return `one of ${LOG_LEVELS.join(', ')}`;
     case 'int':
-      return `an integer >= ${spec.min ?? 0}`;
+      return spec.max !== undefined ? `an integer from ${spec.min ?? 0} to ${spec.max}` : `an integer >= ${spec.min ?? 0}`;
     case 'enum':
       return `one of ${(spec.values ?? []).join(', ')}`;
     case 'bool':
@@ -363,12 +370,13 @@ export function expectation(spec: SettingSpec): string {
   }
 }
 
-function parseInteger(g: Given, min: number): number {
+function parseInteger(g: Given, min: number, max?: number): number {
   let n: number | undefined;
   if (typeof g.value === 'number') n = g.value;
   else if (typeof g.value === 'string' && /^\s*-?\d+\s*$/.test(g.value)) n = Number(g.value);
-  if (n === undefined || !Number.isSafeInteger(n) || n < min) {
-    throw new ConfigError(`${g.where}: expected an integer >= ${min}, found ${found(g)}`);
+  if (n === undefined || !Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
+    const expected = max !== undefined ? `an integer from ${min} to ${max}` : `an integer >= ${min}`;
+    throw new ConfigError(`${g.where}: expected ${expected}, found ${found(g)}`);
   }
   return n;
 }

@@ -38,7 +38,7 @@ function settingSchema(spec: SettingSpec): JsonSchema {
     case 'logLevel':
       return { enum: [...LOG_LEVELS, null], ...common };
     case 'int':
-      return { type: ['integer', 'null'], minimum: spec.min ?? 0, ...common };
+      return { type: ['integer', 'null'], minimum: spec.min ?? 0, ...(spec.max !== undefined ? { maximum: spec.max } : {}), ...common };
     case 'fieldName':
       return { type: ['string', 'null'], pattern: '^[A-Za-z_][A-Za-z0-9_]{0,63}$', not: { const: '_id' }, ...common };
     case 'bool':

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { Command, Option } from 'commander';
 import { CONFIG_DIR_SETTING, ConfigError, SETTINGS, loadRuntimeConfig, type ConfigOverrides } from '../apps/runtime-config.js';
 import { createLogger, type Logger } from '../observability/logger.js';
@@ -7,6 +8,8 @@ import { CliError, addTokenCommand } from './token.js';
 import { addIndexesCommand } from './indexes.js';
 import { addValidateCommand } from './validate.js';
 import { VERSION } from '../version.js';
+import { ClusterPrimary } from '../cluster/primary.js';
+import { runWorker } from '../cluster/worker.js';
 
 const program = new Command('mdb-runtime')
   .description('A MongoDB wire-protocol proxy that gives many small apps a safe sandbox on one shared cluster')
@@ -31,6 +34,9 @@ function settingsHelp(): string {
     'Exits 0 after a clean shutdown on SIGTERM or SIGINT (stops accepting, finishes requests in',
     'progress for up to shutdown_grace_ms, closes upstream connections); a second signal exits at once.',
     'Exits 1 on a configuration error or when the upstream cannot be reached at start.',
+    '',
+    'With --workers N (N > 1) the primary process forks N workers sharing the wire port and serves',
+    'the HTTP endpoints for all of them (metrics summed); a worker that dies is restarted with a backoff.',
   ].join('\n');
 }
 
@@ -45,6 +51,10 @@ for (const s of SETTINGS) {
 }
 serve.addHelpText('after', settingsHelp()).action(async (opts: ConfigOverrides) => {
   const config = loadRuntimeConfig(opts);
+  if (config.workers > 1) {
+    if (cluster.isWorker) return runWorker(config);
+    return servePrimary(config);
+  }
   const logger = createLogger(config.logLevel);
 
   // Signals are handled from the start: during startup there is nothing in flight, so a signal then
@@ -72,6 +82,35 @@ serve.addHelpText('after', settingsHelp()).action(async (opts: ConfigOverrides) 
 
   runtime = await startRuntime(config, logger);
 });
+
+/** `serve --workers N`, the primary: forks and supervises the workers, serves HTTP (src/cluster/primary.ts). */
+async function servePrimary(config: ReturnType<typeof loadRuntimeConfig>): Promise<void> {
+  const logger = createLogger(config.logLevel, undefined, { worker: 0 });
+  const primary = new ClusterPrimary(config, logger);
+  let running = false;
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (!running || signals > 1) {
+      logger.warn({ signal }, running ? 'second signal: killing the workers without finishing requests' : 'signal during startup: exiting');
+      primary.kill();
+      exit(logger, running ? 1 : 0);
+      return;
+    }
+    logger.info({ signal }, 'signal received');
+    primary.stop().then(
+      (code) => exit(logger, code),
+      (err: unknown) => {
+        logger.error({ err }, 'error during shutdown');
+        exit(logger, 1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await primary.start();
+  running = true;
+}
 
 addTokenCommand(program);
 addIndexesCommand(program);

@@ -47,7 +47,15 @@ export class HttpServer {
         return send(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', ...detail });
       }
       case '/apps':
-        if (this.health.apps) return send(res, 200, this.health.apps());
+        if (this.health.apps) {
+          let doc: unknown;
+          try {
+            doc = await this.health.apps();
+          } catch (err) {
+            return send(res, 500, { error: `cannot describe the apps: ${(err as Error).message}` });
+          }
+          return send(res, 200, doc);
+        }
         return send(res, 404, { error: `no such endpoint: ${path}` });
       case '/metrics': {
         if (!this.health.metrics) return send(res, 404, { error: `no such endpoint: ${path}` });

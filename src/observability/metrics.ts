@@ -15,6 +15,12 @@ import { POOL_WAIT_BOUNDS } from '../upstream/pool.js';
  * from the objects that already hold it. With the runtime setting `metrics: false` the sessions skip
  * the cells altogether (ClientConnection checks `enabled` once per connection).
  *
+ * With `serve --workers N` the primary's /metrics is prom-client's AggregatorRegistry over the workers'
+ * registries: counters, histograms and most gauges are summed; what describes the shared configuration
+ * (manifest reloads and errors, mdb_apps) takes the largest worker's value, mdb_upstream_up the smallest
+ * (0 when any worker cannot reach the upstream); the index gauges come from the one worker that
+ * reconciles.
+ *
  * Label values are bounded: `command` is a name from the command table (anything else is 'unknown'),
  * `app` a registered slug or one of the fixed labels below, `reason` and `outcome` fixed enums.
  */
@@ -548,6 +554,7 @@ export class ProxyMetrics {
     const reloads = this.reloads;
     new Counter({
       name: 'mdb_manifest_reloads_total',
+      aggregator: 'max',
       help: 'Manifest reloads applied, by cause (start, watch, rescan, manual)',
       labelNames: ['cause'],
       registers,
@@ -559,6 +566,7 @@ export class ProxyMetrics {
     const refused = () => this.refusedManifests;
     new Counter({
       name: 'mdb_manifest_refused_total',
+      aggregator: 'max',
       help: 'Manifest versions refused (invalid, or a slug conflict); the last good version stays in force',
       registers,
       collect() {
@@ -568,6 +576,7 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: 'mdb_manifest_errors',
+      aggregator: 'max',
       help: 'Manifest files whose latest version is not serving',
       registers,
       collect() {
@@ -577,6 +586,7 @@ export class ProxyMetrics {
     const lastReload = () => this.lastReload;
     new Gauge({
       name: 'mdb_manifest_last_reload_timestamp_seconds',
+      aggregator: 'max',
       help: 'When the manifests were last (re)loaded (Unix time)',
       registers,
       collect() {
@@ -587,6 +597,7 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: 'mdb_apps',
+      aggregator: 'max',
       help: 'Registered apps, by status (available; unavailable: a key it needs is missing)',
       labelNames: ['status'],
       registers,
@@ -617,6 +628,7 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: 'mdb_upstream_up',
+      aggregator: 'min',
       help: 'Whether the upstream answers a ping in time (the /readyz probe, reused for a second)',
       registers,
       async collect() {

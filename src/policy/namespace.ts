@@ -14,6 +14,26 @@ export const MAX_NAMESPACE_BYTES = 255;
 
 /** The physical name of the app's collection `name`, or InvalidNamespace (73). */
 export function physicalCollection(scope: AppScope, name: unknown, field: string): string {
+  // Every request names a collection: the checks below ran once for a name this scope already accepted.
+  let known = accepted.get(scope);
+  if (known === undefined) {
+    known = new Map();
+    accepted.set(scope, known);
+  }
+  if (typeof name === 'string') {
+    const physical = known.get(name);
+    if (physical !== undefined) return physical;
+  }
+  const physical = checkCollection(scope, name, field);
+  if (known.size < ACCEPTED_NAMES_CACHED) known.set(physical.slice(scope.prefix.length), physical);
+  return physical;
+}
+
+/** Names each scope accepted (scopes are per connection and app; the entries go with them). */
+const accepted = new WeakMap<AppScope, Map<string, string>>();
+const ACCEPTED_NAMES_CACHED = 1000;
+
+function checkCollection(scope: AppScope, name: unknown, field: string): string {
   if (name instanceof Binary) {
     throw commandError('InvalidNamespace', `${field}: collection UUIDs are not accepted by mdb-runtime; name the collection`);
   }

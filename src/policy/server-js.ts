@@ -22,11 +22,13 @@ export function refuseServerJavaScript(value: unknown, where: string): void {
       for (const item of v) stack.push(item);
       continue;
     }
-    for (const [key, child] of Object.entries(v)) {
+    const doc = v as Record<string, unknown>;
+    // for...in over a decoded document (a plain object, own enumerable keys only): no entries array per level.
+    for (const key in doc) {
       if (SERVER_JS_OPERATORS.has(key)) {
         throw commandError('QueryFeatureNotAllowed', `${where}: ${key} is not allowed: mdb-runtime refuses server-side JavaScript`);
       }
-      stack.push(child);
+      stack.push(doc[key]);
     }
   }
 }

@@ -1,8 +1,16 @@
 import { Binary, deserialize, type Document } from 'bson';
-import { decodeJwt } from 'jose';
 import type { Logger } from '../observability/logger.js';
 import type { AppManifest } from '../apps/manifests.js';
-import { APPNAME_MAX_BYTES, CLOCK_TOLERANCE_SECONDS, TokenError, looksLikeJwt, verifyAppToken, type AppLookup, type VerifiedToken } from '../apps/tokens.js';
+import {
+  APPNAME_MAX_BYTES,
+  CLOCK_TOLERANCE_SECONDS,
+  TokenError,
+  looksLikeJwt,
+  verifyAppToken,
+  type AppLookup,
+  type VerifiedToken,
+  type VerifiedTokenCache,
+} from '../apps/tokens.js';
 import { resolveRoles, type ResolvedRoles } from '../policy/rbac.js';
 import { CommandError, commandError } from '../policy/errors.js';
 import type { AuthReason } from '../observability/metrics.js';
@@ -37,8 +45,16 @@ export interface Identity {
 export interface AuthenticatorOptions {
   apps: AppLookup;
   logger: Logger;
+  /**
+   * Fields every line of this authenticator carries before its own (the connection's conn, app_id and
+   * req): given as fields rather than bound in a child logger, which would cost more to make than the
+   * one line a connection usually writes.
+   */
+  logFields?: () => Record<string, unknown>;
   /** The clock (milliseconds since the epoch); tests move it to expire tokens. */
   now: () => number;
+  /** Verifications shared by the runtime's connections (src/apps/tokens.ts); none: every token is verified. */
+  tokenCache?: VerifiedTokenCache | undefined;
   /** Called each time the connection (re)authenticates. */
   onAuthenticated?: (identity: Identity) => void;
   /**
@@ -169,7 +185,7 @@ export class ConnectionAuthenticator {
   private async fromAppName(appName: string): Promise<void> {
     if (looksLikeJwt(appName)) {
       try {
-        this.accept(await this.verify(appName), 'appName', appName);
+        this.accept(await this.verify(appName), 'appName');
       } catch (err) {
         this.logFailure(err, 'appName', false);
         this.appNameError =
@@ -184,7 +200,7 @@ export class ConnectionAuthenticator {
     }
     const app = this.options.apps.get(appName);
     if (app && !app.authRequired) {
-      this.accept({ app, sub: undefined, roles: resolveRoles(app.rbac, undefined), expiresAt: undefined, alg: 'none' }, 'dev', undefined);
+      this.accept({ app, sub: undefined, roles: resolveRoles(app.rbac, undefined), expiresAt: undefined, alg: 'none', rolesClaim: undefined }, 'dev');
     }
   }
 
@@ -205,7 +221,7 @@ export class ConnectionAuthenticator {
       if (parts.length !== 3) throw new AuthFailure('malformed PLAIN payload (expected authzid\\0user\\0token)', 'bad_request');
       const [authzid, user, token] = parts as [string, string, string];
       if (authzid !== '' && authzid !== user) throw new AuthFailure(`PLAIN authzid '${authzid}' differs from the user name '${user}'`, 'app_mismatch', user);
-      this.accept(await this.verify(token, user), 'PLAIN', token);
+      this.accept(await this.verify(token, user), 'PLAIN');
       return;
     }
     let jwt: unknown;
@@ -220,19 +236,23 @@ export class ConnectionAuthenticator {
         'bad_request',
       );
     }
-    this.accept(await this.verify(jwt), 'MONGODB-OIDC', jwt);
+    this.accept(await this.verify(jwt), 'MONGODB-OIDC');
   }
 
   private verify(token: string, expectedApp?: string): Promise<VerifiedToken> {
-    return verifyAppToken(token, this.options.apps, { now: this.options.now(), ...(expectedApp !== undefined ? { expectedApp } : {}) });
+    const { apps, tokenCache } = this.options;
+    return verifyAppToken(token, apps, {
+      now: this.options.now(),
+      ...(expectedApp !== undefined ? { expectedApp } : {}),
+      ...(tokenCache ? { cache: tokenCache } : {}),
+    });
   }
 
   /**
-   * Sets the identity; a connection never changes app (re-authentication must name the same one).
-   * `token` is the verified token (undefined for dev identities), whose roles claim is kept so that a
-   * changed manifest can resolve it again.
+   * Sets the identity; a connection never changes app (re-authentication must name the same one). The
+   * verified roles claim is kept so that a changed manifest can resolve it again.
    */
-  private accept(verified: VerifiedToken, transport: Transport, token: string | undefined): void {
+  private accept(verified: VerifiedToken, transport: Transport): void {
     const previous = this.current;
     if (previous && previous.app.slug !== verified.app.slug) {
       throw new AuthFailure(
@@ -241,31 +261,37 @@ export class ConnectionAuthenticator {
         verified.app.slug,
       );
     }
-    // verifyAppToken checked the claim's shape: a list of strings, or absent.
-    const claim = token === undefined ? undefined : (decodeJwt(token).roles as string[] | undefined);
     const identity: Identity = {
       app: verified.app,
       sub: verified.sub,
       roles: verified.roles,
-      rolesClaim: claim,
+      rolesClaim: verified.rolesClaim,
       expiresAt: verified.expiresAt,
       transport,
     };
     this.current = identity;
     this.appNameError = undefined;
     this.options.logger.info(
-      { app_id: identity.app.slug, transport, sub: identity.sub, roles: identity.roles.names, reauth: previous !== undefined },
+      this.lineFields({ app_id: identity.app.slug, transport, sub: identity.sub, roles: identity.roles.names, reauth: previous !== undefined }),
       previous ? 'connection re-authenticated' : 'connection authenticated',
     );
     this.options.onAttempt?.(true, transport, 'ok');
     this.options.onAuthenticated?.(identity);
   }
 
+  /** A line's fields after the connection's (logFields); an undefined field leaves the connection's. */
+  private lineFields(own: Record<string, unknown>): Record<string, unknown> {
+    const base = this.options.logFields?.();
+    if (!base) return own;
+    for (const key of Object.keys(own)) if (own[key] !== undefined) base[key] = own[key];
+    return base;
+  }
+
   private logFailure(err: unknown, mechanism: string, speculative: boolean): void {
     if (!(err instanceof AuthFailure || err instanceof TokenError)) throw err;
     const cause = err instanceof AuthFailure ? err.reason : tokenFailureReason(err.message);
     this.options.logger.warn(
-      { app_id: err.app, mechanism, reason: err.message, cause, ...(speculative ? { speculative: true } : {}) },
+      this.lineFields({ app_id: err.app, mechanism, reason: err.message, cause, ...(speculative ? { speculative: true } : {}) }),
       speculative ? 'speculative authentication failed' : 'authentication failed',
     );
     this.options.onAttempt?.(false, mechanism, cause);

@@ -99,11 +99,14 @@ interface HeldConnection {
  * table and forwards allowed commands upstream, one request at a time (as a server does per connection).
  */
 export class ClientConnection {
-  readonly remoteAddress: string;
+  private remote: string | undefined;
   private readonly framer: MessageFramer;
   private readonly queue: Buffer[] = [];
   private readonly replyIds = new RequestIdCounter();
-  private log: Logger;
+  /** The connection's logger (conn, and app_id once authenticated): made when a first line is written. */
+  private logCache: Logger | undefined;
+  /** The app_id its lines carry: set once the authentication's own line is written (onAuthenticated). */
+  private loggedApp: string | undefined;
   private processing = false;
   private draining = false;
   private closed = false;
@@ -136,7 +139,7 @@ export class ClientConnection {
   private inRequest = false;
   /** The client's requestId of the message being handled (logged as `req`). */
   private reqId = 0;
-  /** A child logger with `req`, made only when a line is written during the request. */
+  /** A logger with `req` too, made only when a line is written during the request. */
   private reqLog: Logger | undefined;
   private reqStart = 0;
   /** The command label: a canonical name of the command table, or 'unknown'. */
@@ -158,24 +161,21 @@ export class ClientConnection {
     private readonly ctx: ProxyContext,
     readonly id: number,
   ) {
-    this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     // Until the connection authenticates, only small messages are read (raised in onAuthenticated).
     this.framer = new MessageFramer(ctx.limits.preAuthMaxMessageSize);
-    this.log = ctx.logger.child({ conn: id });
     this.meter = ctx.metrics.unauthenticated;
     this.meter.connections++;
     this.instrumented = ctx.metrics.enabled;
     this.warnEnabled = ctx.logger.isLevelEnabled('warn');
     this.debugEnabled = ctx.logger.isLevelEnabled('debug');
     this.timed = this.instrumented || this.warnEnabled;
-    const self = this;
     this.auth = new ConnectionAuthenticator({
       apps: { get: (slug) => ctx.apps.current.get(slug) },
-      // Read per line: the connection's logger gains app_id when it authenticates, and req per request.
-      get logger() {
-        return self.rlog;
-      },
+      // The root logger, and the connection's fields (conn, app_id once authenticated, req) read per line.
+      logger: ctx.logger,
+      logFields: () => this.lineFields(),
       now: ctx.now,
+      tokenCache: ctx.tokenCache,
       onAuthenticated: (identity) => this.onAuthenticated(identity),
       onAttempt: (success, mechanism, reason) => ctx.metrics.authentication(success, mechanism, reason),
     });
@@ -187,6 +187,11 @@ export class ClientConnection {
     socket.on('end', () => this.drain());
     socket.on('error', (err) => this.close(`socket error: ${err.message}`));
     socket.on('close', () => this.close('client closed the connection'));
+  }
+
+  /** The client's address and port: asked of the socket (a system call) only when needed, then kept. */
+  get remoteAddress(): string {
+    return (this.remote ??= `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? 0}`);
   }
 
   /** The app this connection acts as, if any. */
@@ -292,14 +297,37 @@ export class ClientConnection {
     this.framer.maxMessageSize = this.ctx.limits.maxMessageSize;
     clearTimeout(this.preAuthIdleTimer);
     this.preAuthIdleTimer = undefined;
-    this.log = this.ctx.logger.child({ conn: this.id, app_id: identity.app.slug });
+    this.loggedApp = identity.app.slug;
+    this.logCache = undefined;
     this.reqLog = undefined;
   }
 
-  /** The logger for a line about this connection: with `req` while a request is being handled. */
+  /**
+   * The logger for a line about this connection (conn, and app_id once authenticated). Child loggers
+   * cost (pino serializes their bindings when made), so one is made only when a line is written: most
+   * connections write one line, or none.
+   */
+  private get log(): Logger {
+    return (this.logCache ??= this.ctx.logger.child(this.logBindings()));
+  }
+
+  /** The logger for a line about this connection: with `req` too while a request is being handled. */
   private get rlog(): Logger {
     if (!this.inRequest) return this.log;
-    return (this.reqLog ??= this.log.child({ req: this.reqId }));
+    // One child of the root logger (not a child of the connection's): the same fields, one serialization.
+    return (this.reqLog ??= this.ctx.logger.child({ ...this.logBindings(), req: this.reqId }));
+  }
+
+  private logBindings(): { conn: number; app_id?: string } {
+    const slug = this.loggedApp;
+    return slug === undefined ? { conn: this.id } : { conn: this.id, app_id: slug };
+  }
+
+  /** What rlog binds, as a fresh object of fields (for the authenticator's lines). */
+  private lineFields(): Record<string, unknown> {
+    const fields: Record<string, unknown> = this.logBindings();
+    if (this.inRequest) fields.req = this.reqId;
+    return fields;
   }
 
   /**
@@ -361,7 +389,7 @@ export class ClientConnection {
     } else {
       this.socket.destroy();
     }
-    this.rlog.debug({ reason }, 'client connection closed');
+    if (this.debugEnabled) this.rlog.debug({ reason }, 'client connection closed');
     this.resolveClosed();
   }
 
@@ -707,7 +735,10 @@ export class ClientConnection {
     // ---- data_access and the document limits of the manifest (issue 4).
     this.reqStage = Stage.MANIFEST;
     try {
-      rewritten = await this.applyManifestLimits(app, scope, spec, name, cmd, parsed.sequences, rewritten);
+      rewritten = this.applyManifestLimits(app, spec, name, cmd, parsed.sequences, rewritten);
+      if (app.limits.maxDocumentsPerCollection !== undefined && this.ctx.documentCounts && spec.name === 'insert') {
+        await this.admitDocuments(app, scope, cmd, parsed.sequences, rewritten);
+      }
     } catch (err) {
       usage.refused++;
       throw err;
@@ -728,33 +759,42 @@ export class ClientConnection {
    * inserts (src/session/app-limits.ts). Returns the command, its listing narrowed when the app is
    * restricted to some collections.
    */
-  private async applyManifestLimits(
+  private applyManifestLimits(
     app: AppManifest,
-    scope: AppScope,
     spec: CommandSpec,
     name: string,
     cmd: Document,
     sequences: OpMsg['sequences'],
     rewritten: RewrittenCommand,
-  ): Promise<RewrittenCommand> {
+  ): RewrittenCommand {
     checkDataAccess(app, rewritten.access, name);
     const allowed = allowedCollections(app.dataAccess);
     if (allowed && spec.name === 'listCollections') rewritten = { ...rewritten, reply: restrictListing(rewritten.reply, allowed) };
-    const { maxDocumentBytes, maxDocumentsPerCollection } = app.limits;
+    const { maxDocumentBytes } = app.limits;
     if (maxDocumentBytes !== undefined) {
       const big = oversizeDocument(spec.name, cmd, sequences, maxDocumentBytes);
       if (big) throw documentTooLarge(app, big, maxDocumentBytes);
     }
-    const counts = this.ctx.documentCounts;
-    if (maxDocumentsPerCollection !== undefined && counts && spec.name === 'insert') {
-      const collection = rewritten.access[0]?.collection;
-      const adding = insertedCount(cmd, sequences);
-      if (collection !== undefined && adding > 0) {
-        const verdict = await counts.admit(scope.prefix + collection, maxDocumentsPerCollection, adding);
-        if (!verdict.ok) throw tooManyDocuments(app, collection, verdict.count, adding, maxDocumentsPerCollection);
-      }
-    }
     return rewritten;
+  }
+
+  /** max_documents_per_collection for an insert (asks the document counts: the one asynchronous check). */
+  private async admitDocuments(
+    app: AppManifest,
+    scope: AppScope,
+    cmd: Document,
+    sequences: OpMsg['sequences'],
+    rewritten: RewrittenCommand,
+  ): Promise<void> {
+    const max = app.limits.maxDocumentsPerCollection;
+    const counts = this.ctx.documentCounts;
+    if (max === undefined || !counts) return;
+    const collection = rewritten.access[0]?.collection;
+    const adding = insertedCount(cmd, sequences);
+    if (collection !== undefined && adding > 0) {
+      const verdict = await counts.admit(scope.prefix + collection, max, adding);
+      if (!verdict.ok) throw tooManyDocuments(app, collection, verdict.count, adding, max);
+    }
   }
 
   private scope: AppScope | undefined;
@@ -770,9 +810,13 @@ export class ClientConnection {
   private localContext(): LocalCommandContext {
     const identity = this.auth.identity;
     const roles = this.live?.roles ?? identity?.roles;
+    const self = this;
     return {
       connectionId: this.id,
-      remoteAddress: this.remoteAddress,
+      // Only whatsmyuri says it: read then (a getpeername system call otherwise made per connection).
+      get remoteAddress() {
+        return self.remoteAddress;
+      },
       upstreamMaxWireVersion: this.ctx.upstream.topology.maxWireVersion() ?? MAX_POLICY_WIRE_VERSION,
       maxMessageSize: this.ctx.limits.maxMessageSize,
       logicalSessionTimeoutMinutes: this.ctx.limits.logicalSessionTimeoutMinutes,
@@ -805,7 +849,7 @@ export class ClientConnection {
       address = entry.address;
       plan = { kind: 'cursor', view: entry.view as CursorView, collections: rewritten.reply.collections };
     } else {
-      address = await this.routeToPrimary(cmd, spec);
+      address = this.routeNow(cmd, spec) ?? (await this.routeToPrimary(cmd, spec));
     }
 
     const out = encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, encodeDocument(rewritten.body), rewritten.sequences);
@@ -823,10 +867,22 @@ export class ClientConnection {
     );
   }
 
+  /**
+   * routeToPrimary without a promise when it can answer at once (no transaction to pin, a writable
+   * server known): the common case of every request. Undefined: ask routeToPrimary.
+   */
+  private routeNow(cmd: Document, spec: CommandSpec): string | undefined {
+    if (cmd.startTransaction === true || cmd.autocommit === false || spec.transactionControl) return undefined;
+    if (this.held) return this.held.address;
+    return this.ctx.upstream.selectNow()?.address;
+  }
+
   /** The writable server, or the one this command's transaction is pinned to. */
   private async routeToPrimary(cmd: Document, spec: CommandSpec): Promise<string> {
     const upstream = this.ctx.upstream;
-    const pinKey = this.transactionKey(cmd);
+    // Only commands of a transaction are pinned or pin: the key (hex of the session id) is made for them alone.
+    const inTransaction = cmd.startTransaction === true || cmd.autocommit === false || spec.transactionControl === true;
+    const pinKey = inTransaction ? this.transactionKey(cmd) : undefined;
     if (pinKey !== undefined && cmd.startTransaction !== true && (cmd.autocommit === false || spec.transactionControl)) {
       const pinned = upstream.pins.lookup(pinKey);
       if (pinned) return pinned;
@@ -865,7 +921,7 @@ export class ClientConnection {
     if (held) conn = held.conn;
     else {
       try {
-        conn = await pool.acquire();
+        conn = pool.tryAcquire() ?? (await pool.acquire());
       } catch (err) {
         // Nothing was sent: the client may safely retry, reads and writes alike.
         throw retryableUnavailable((err as Error).message);

@@ -2,6 +2,7 @@ import type { Logger } from '../observability/logger.js';
 import type { ProxyMetrics } from '../observability/metrics.js';
 import type { Upstream } from '../upstream/index.js';
 import type { AppRegistry } from '../apps/registry.js';
+import type { VerifiedTokenCache } from '../apps/tokens.js';
 import type { AppUsageTable } from './app-usage.js';
 import type { DocumentCounts } from './document-counts.js';
 
@@ -30,6 +31,8 @@ export interface ProxyContext {
   readonly now: () => number;
   /** Per-app meters (request-path instrumentation is on when `metrics.enabled`) and authentication counts. */
   readonly metrics: ProxyMetrics;
+  /** Tokens verified by earlier connections (src/apps/tokens.ts); undefined: every token is verified. */
+  readonly tokenCache?: VerifiedTokenCache | undefined;
   /** runtime.yaml slow_operation_ms: slower commands are logged at warn (a manifest's observability overrides; 0: none). */
   readonly slowOperationMS: number;
 }

@@ -1,5 +1,5 @@
 import type { Document } from 'bson';
-import { BsonType, findElement, forEachElement, type BsonElement } from '../wire/bson-bytes.js';
+import { BsonType, documentEnd, findElement, forEachElement, keyEnd, valueSize, type BsonElement } from '../wire/bson-bytes.js';
 import { Outcome, type OutcomeCode } from '../observability/metrics.js';
 
 /**
@@ -12,7 +12,10 @@ const WRITE_ERRORS = Buffer.from('writeErrors');
 const WRITE_CONCERN_ERROR = Buffer.from('writeConcernError');
 
 function named(buf: Buffer, el: BsonElement, name: Buffer): boolean {
-  return el.nameEnd - el.nameStart === name.length && buf.compare(name, 0, name.length, el.nameStart, el.nameEnd) === 0;
+  const len = name.length;
+  if (el.nameEnd - el.nameStart !== len) return false;
+  for (let i = 0; i < len; i++) if (buf[el.nameStart + i] !== name[i]) return false;
+  return true;
 }
 
 function numberAt(buf: Buffer, el: BsonElement): number | undefined {
@@ -30,16 +33,26 @@ function numberAt(buf: Buffer, el: BsonElement): number | undefined {
   }
 }
 
-/** ok unless the reply says `ok: 0` or carries writeErrors / writeConcernError. */
+/** ok unless the reply says `ok: 0` or carries writeErrors / writeConcernError. One closure-free walk. */
 export function replyOutcome(body: Buffer): OutcomeCode {
   let outcome: OutcomeCode = Outcome.OK;
-  forEachElement(body, 0, (el) => {
+  const end = documentEnd(body, 0);
+  let p = 4;
+  while (p < end) {
+    const type = body[p]!;
+    const nameStart = p + 1;
+    const nameEnd = keyEnd(body, nameStart, end, 'element name');
+    const valueStart = nameEnd + 1;
+    const valueEnd = valueStart + valueSize(body, type, valueStart, end);
+    if (valueEnd > end) forEachElement(body, 0, () => false); // throws InvalidBSON
+    const el: BsonElement = { type, nameStart, nameEnd, valueStart, valueEnd };
     if (named(body, el, OK)) {
       if (numberAt(body, el) !== 1) outcome = Outcome.ERROR;
     } else if (named(body, el, WRITE_ERRORS) || named(body, el, WRITE_CONCERN_ERROR)) {
       outcome = Outcome.ERROR;
     }
-  });
+    p = valueEnd;
+  }
   return outcome;
 }
 

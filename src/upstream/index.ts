@@ -55,6 +55,11 @@ export class Upstream {
     }
   }
 
+  /** A writable server now, without waiting (the common case: no election in progress). */
+  selectNow(): SelectedServer | undefined {
+    return this.topology.trySelect();
+  }
+
   select(): Promise<SelectedServer> {
     return this.topology.select(this.settings.serverSelectionTimeoutMS);
   }

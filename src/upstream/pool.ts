@@ -77,8 +77,9 @@ export class ConnectionPool {
     return this.waiters.length;
   }
 
-  async acquire(): Promise<UpstreamConnection> {
-    if (this.closed) throw new UpstreamError(`pool for ${this.address} is closed`);
+  /** An idle connection now, or undefined (then acquire() opens one or waits). Synchronous: no promise per request. */
+  tryAcquire(): UpstreamConnection | undefined {
+    if (this.closed) return undefined;
     while (this.idle.length > 0) {
       const conn = this.idle.pop()!;
       if (!conn.isClosed) {
@@ -87,6 +88,13 @@ export class ConnectionPool {
       }
       this.total--;
     }
+    return undefined;
+  }
+
+  async acquire(): Promise<UpstreamConnection> {
+    if (this.closed) throw new UpstreamError(`pool for ${this.address} is closed`);
+    const now = this.tryAcquire();
+    if (now) return now;
     // No idle connection: the time to open one, or in the wait queue, is what the request waited.
     const start = performance.now();
     try {

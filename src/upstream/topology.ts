@@ -18,6 +18,9 @@ const WRITABLE = new Set(['Standalone', 'RSPrimary', 'Mongos', 'LoadBalancer']);
  */
 export class UpstreamTopology extends EventEmitter {
   private description: TopologyDescription | undefined;
+  private candidatesOf: TopologyDescription | undefined | null = null;
+  private candidates: ServerDescription[] = [];
+  private single: SelectedServer | undefined;
   private mongosCursor = 0;
 
   private constructor(readonly client: MongoClient) {
@@ -48,7 +51,17 @@ export class UpstreamTopology extends EventEmitter {
 
   /** A writable server now, or undefined: the primary, the standalone, or one mongos (round-robin). */
   trySelect(): SelectedServer | undefined {
-    const candidates = this.servers().filter((s) => WRITABLE.has(s.type));
+    // The writable servers of the current description, computed once per description (every request selects).
+    if (this.candidatesOf !== this.description) {
+      this.candidatesOf = this.description;
+      this.candidates = this.servers().filter((s) => WRITABLE.has(s.type));
+      this.single =
+        this.candidates.length === 1
+          ? { address: this.candidates[0]!.address, type: this.candidates[0]!.type, maxWireVersion: this.candidates[0]!.maxWireVersion }
+          : undefined;
+    }
+    if (this.single) return this.single;
+    const candidates = this.candidates;
     if (candidates.length === 0) return undefined;
     let chosen = candidates[0]!;
     if (candidates.length > 1) {

@@ -71,8 +71,11 @@ function lengthPrefix(buf: Buffer, offset: number, end: number, min: number, wha
   return n;
 }
 
-/** Size in bytes of the value of an element of `type` at `offset`; `end` is the document's final NUL. */
-function valueSize(buf: Buffer, type: number, offset: number, end: number): number {
+/**
+ * Size in bytes of the value of an element of `type` at `offset`; `end` is the document's final NUL.
+ * Exported for closure-free walks on the hot path; throws InvalidBSON like forEachElement.
+ */
+export function valueSize(buf: Buffer, type: number, offset: number, end: number): number {
   switch (type) {
     case BsonType.DOUBLE:
     case BsonType.DATE:
@@ -122,14 +125,14 @@ function valueSize(buf: Buffer, type: number, offset: number, end: number): numb
 }
 
 /** Offset of the NUL ending the C string at `offset` inside a document, or InvalidBSON. */
-function keyEnd(buf: Buffer, offset: number, end: number, what: string): number {
+export function keyEnd(buf: Buffer, offset: number, end: number, what: string): number {
   // A plain loop: keys are short, and a native indexOf call per key costs more than it scans.
   for (let i = offset; i < end; i++) if (buf[i] === 0) return i;
   throw invalidBson(`unterminated ${what}`);
 }
 
 /** Checks that a whole document starts at `offset` of `buf`; returns the offset of its final NUL. */
-function documentEnd(buf: Buffer, offset: number): number {
+export function documentEnd(buf: Buffer, offset: number): number {
   if (!Number.isInteger(offset) || offset < 0 || offset + 5 > buf.length) {
     throw invalidBson(`no BSON document at offset ${offset} of ${buf.length} bytes`);
   }
@@ -160,22 +163,44 @@ export function forEachElement(buf: Buffer, offset: number, visit: (el: BsonElem
   }
 }
 
+/** UTF-8 bytes of the names looked up by findElement (a handful of fixed field names). */
+const NAME_BYTES = new Map<string, Buffer>();
+const NAME_BYTES_CACHED = 256;
+
+function nameBytes(name: string): Buffer {
+  let bytes = NAME_BYTES.get(name);
+  if (bytes === undefined) {
+    bytes = Buffer.from(name, 'utf8');
+    if (NAME_BYTES.size < NAME_BYTES_CACHED) NAME_BYTES.set(name, bytes);
+  }
+  return bytes;
+}
+
 /**
  * The element named `name` at the top level of the document at `offset`, if any. Names are compared as
- * bytes (a string is UTF-8 encoded first), so raw names that are not valid UTF-8 match exactly.
+ * bytes (a string is UTF-8 encoded first), so raw names that are not valid UTF-8 match exactly. The
+ * walk checks bounds like forEachElement, up to the element found.
  */
 export function findElement(buf: Buffer, offset: number, name: string | Uint8Array): BsonElement | undefined {
-  let found: BsonElement | undefined;
-  const bytes = typeof name === 'string' ? Buffer.from(name, 'utf8') : name;
+  const bytes = typeof name === 'string' ? nameBytes(name) : name;
   const len = bytes.length;
-  forEachElement(buf, offset, (el) => {
-    if (el.nameEnd - el.nameStart === len && buf.compare(bytes, 0, len, el.nameStart, el.nameEnd) === 0) {
-      found = el;
-      return true;
+  const end = documentEnd(buf, offset);
+  let p = offset + 4;
+  while (p < end) {
+    const type = buf[p]!;
+    const nameStart = p + 1;
+    const nameEnd = keyEnd(buf, nameStart, end, 'element name');
+    const valueStart = nameEnd + 1;
+    const valueEnd = valueStart + valueSize(buf, type, valueStart, end);
+    if (valueEnd > end) throw invalidBson('element value past end of document');
+    if (nameEnd - nameStart === len) {
+      let i = 0;
+      while (i < len && buf[nameStart + i] === bytes[i]) i++;
+      if (i === len) return { type, nameStart, nameEnd, valueStart, valueEnd };
     }
-    return false;
-  });
-  return found;
+    p = valueEnd;
+  }
+  return undefined;
 }
 
 /** Name of the first element (a command's name), without decoding the rest. */
@@ -192,13 +217,21 @@ export function firstKey(buf: Buffer, offset: number): string | undefined {
  * limit is 200 levels.
  */
 export function checkNestingDepth(buf: Buffer, offset: number, limit: number): void {
-  const visit = (at: number, depth: number): void => {
-    if (depth > limit) {
-      throw new WireError(`BSONObj exceeds maximum nested object depth: ${limit}`, 15, 'Overflow', 'reply');
-    }
-    forEachElement(buf, at, (el) => {
-      if (el.type === BsonType.DOCUMENT || el.type === BsonType.ARRAY) visit(el.valueStart, depth + 1);
-    });
-  };
-  visit(offset, 1);
+  nestedDepth(buf, offset, 1, limit);
+}
+
+function nestedDepth(buf: Buffer, offset: number, depth: number, limit: number): void {
+  if (depth > limit) {
+    throw new WireError(`BSONObj exceeds maximum nested object depth: ${limit}`, 15, 'Overflow', 'reply');
+  }
+  const end = documentEnd(buf, offset);
+  let p = offset + 4;
+  while (p < end) {
+    const type = buf[p]!;
+    const valueStart = keyEnd(buf, p + 1, end, 'element name') + 1;
+    const valueEnd = valueStart + valueSize(buf, type, valueStart, end);
+    if (valueEnd > end) throw invalidBson('element value past end of document');
+    if (type === BsonType.DOCUMENT || type === BsonType.ARRAY) nestedDepth(buf, valueStart, depth + 1, limit);
+    p = valueEnd;
+  }
 }

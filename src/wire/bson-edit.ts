@@ -1,4 +1,4 @@
-import { BsonType, forEachElement, invalidBson, type BsonElement } from './bson-bytes.js';
+import { BsonType, documentEnd, forEachElement, invalidBson, keyEnd, valueSize, type BsonElement } from './bson-bytes.js';
 import { FieldConflictError, WireError } from './errors.js';
 
 /**
@@ -123,8 +123,10 @@ class Splicer {
    * Segment i: `starts[i]` is a source offset (>= 0) with `ends[i]` the end of the span; or INT32, with
    * `ends[i]` a 4-byte little-endian value to write; or LITERAL, with `ends[i]` an index in `literals`.
    */
-  private starts = new Int32Array(64);
-  private ends = new Int32Array(64);
+  // Plain arrays of small integers: allocating two typed arrays per edit cost more than the edit of a
+  // one-document reply (a typed array allocates its own backing store).
+  private readonly starts: number[] = [];
+  private readonly ends: number[] = [];
   private count = 0;
   private readonly literals: Buffer[] = [];
   length = 0;
@@ -132,14 +134,6 @@ class Splicer {
   constructor(private readonly src: Buffer) {}
 
   private push(start: number, end: number): number {
-    if (this.count === this.starts.length) {
-      const starts = new Int32Array(this.count * 2);
-      starts.set(this.starts);
-      this.starts = starts;
-      const ends = new Int32Array(this.count * 2);
-      ends.set(this.ends);
-      this.ends = ends;
-    }
     this.starts[this.count] = start;
     this.ends[this.count] = end;
     return this.count++;
@@ -267,19 +261,11 @@ class FieldStripper {
   /** Start and end offsets of the elements to drop in the document being edited. */
   private readonly hits: number[] = [];
   private count = 0;
-  private readonly visit: (el: BsonElement) => void;
 
   constructor(
     private readonly buf: Buffer,
-    name: Buffer,
-  ) {
-    this.visit = (el) => {
-      if (nameIs(buf, el, name)) {
-        this.hits[this.count++] = el.nameStart - 1;
-        this.hits[this.count++] = el.valueEnd;
-      }
-    };
-  }
+    private readonly name: Buffer,
+  ) {}
 
   /** Outputs the document at `offset` without the field and returns true, or outputs nothing and returns false. */
   strip(out: Splicer, offset: number): boolean {
@@ -296,10 +282,30 @@ class FieldStripper {
     return true;
   };
 
-  /** Finds the elements to drop; returns whether there is any. */
+  /** Finds the elements to drop; returns whether there is any. A plain loop: this runs per batch document. */
   private scan(offset: number): boolean {
+    const { buf, name } = this;
+    const len = name.length;
     this.count = 0;
-    forEachElement(this.buf, offset, this.visit);
+    const end = documentEnd(buf, offset);
+    let p = offset + 4;
+    while (p < end) {
+      const type = buf[p]!;
+      const nameStart = p + 1;
+      const nameEnd = keyEnd(buf, nameStart, end, 'element name');
+      const valueStart = nameEnd + 1;
+      const valueEnd = valueStart + valueSize(buf, type, valueStart, end);
+      if (valueEnd > end) throw invalidBson('element value past end of document');
+      if (nameEnd - nameStart === len) {
+        let i = 0;
+        while (i < len && buf[nameStart + i] === name[i]) i++;
+        if (i === len) {
+          this.hits[this.count++] = p;
+          this.hits[this.count++] = valueEnd;
+        }
+      }
+      p = valueEnd;
+    }
     return this.count > 0;
   }
 
@@ -350,15 +356,33 @@ function makeStamp(name: string, value: string): Stamp {
  */
 function needsStamp(doc: Buffer, stamp: Stamp, index?: number): boolean {
   wholeDocumentSize(doc, 'stamped document');
+  const name = stamp.nameBytes;
+  const len = name.length;
   let occurrences = 0;
   let conflict: string | undefined;
-  forEachElement(doc, 0, (el) => {
-    if (!nameIs(doc, el, stamp.nameBytes)) return;
-    occurrences++;
-    if (conflict === undefined && !(el.type === BsonType.STRING && stringIs(doc, el, stamp.valueBytes))) {
-      conflict = describeElement(doc, el);
+  // A plain loop (no element objects, no closure): this runs once per inserted document.
+  const end = documentEnd(doc, 0);
+  let p = 4;
+  while (p < end) {
+    const type = doc[p]!;
+    const nameStart = p + 1;
+    const nameEnd = keyEnd(doc, nameStart, end, 'element name');
+    const valueStart = nameEnd + 1;
+    const valueEnd = valueStart + valueSize(doc, type, valueStart, end);
+    if (valueEnd > end) throw invalidBson('element value past end of document');
+    if (nameEnd - nameStart === len) {
+      let i = 0;
+      while (i < len && doc[nameStart + i] === name[i]) i++;
+      if (i === len) {
+        occurrences++;
+        const el: BsonElement = { type, nameStart, nameEnd, valueStart, valueEnd };
+        if (conflict === undefined && !(type === BsonType.STRING && stringIs(doc, el, stamp.valueBytes))) {
+          conflict = describeElement(doc, el);
+        }
+      }
     }
-  });
+    p = valueEnd;
+  }
   if (conflict !== undefined) throw new FieldConflictError(stamp.name, conflict, occurrences, index);
   return occurrences === 0;
 }

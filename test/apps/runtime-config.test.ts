@@ -53,6 +53,7 @@ const SAMPLES: Record<string, { yaml: string[]; text: string[]; pick: (c: Runtim
   'upstream.database': { yaml: ['db_file'], text: ['db_env', 'db_flag'], pick: (c) => c.upstream.database },
   log_level: { yaml: ['warn'], text: ['error', 'debug'], pick: (c) => c.logLevel },
   shutdown_grace_ms: { yaml: ['11'], text: ['12', '13'], pick: (c) => c.shutdownGraceMS },
+  workers: { yaml: ['2'], text: ['3', '4'], pick: (c) => c.workers },
   pre_auth_idle_timeout_ms: { yaml: ['14'], text: ['15', '16'], pick: (c) => c.preAuthIdleTimeoutMS },
   tag_field: { yaml: ['tag_file'], text: ['tag_env', 'tag_flag'], pick: (c) => c.tagField },
   slow_operation_ms: { yaml: ['41'], text: ['42', '43'], pick: (c) => c.slowOperationMS },
@@ -131,6 +132,7 @@ describe('loadRuntimeConfig', () => {
       },
       logLevel: 'info',
       shutdownGraceMS: 10_000,
+      workers: 1,
       preAuthIdleTimeoutMS: 60_000,
       tagField: 'app_id',
       slowOperationMS: 100,
@@ -339,6 +341,8 @@ describe('loadRuntimeConfig', () => {
       expect(configError(() => loadRuntimeConfig({ config: dir }, { MDB_SHUTDOWN_GRACE_MS: '1.5' }))).toBe(
         "MDB_SHUTDOWN_GRACE_MS: expected an integer >= 0, found '1.5'",
       );
+      expect(configError(() => loadRuntimeConfig({ config: dir, workers: '65' }, {}))).toBe("--workers: expected an integer from 1 to 64, found '65'");
+      expect(configError(() => loadRuntimeConfig({ config: dir }, { MDB_WORKERS: '0' }))).toBe("MDB_WORKERS: expected an integer from 1 to 64, found '0'");
     });
 
     it('rejects an unparsable connection string without echoing its password', () => {

@@ -51,4 +51,72 @@ describe('bench smoke', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 180_000);
+
+  /**
+   * The end-to-end benchmark (issue 6): FerretDB and the fast responder, each behind nothing (direct),
+   * a plain relay and the proxy (PLAIN + JWT), every workload, in its smoke mode. Checks that every
+   * combination it ran did work without errors and that the chart was written; no timing is judged.
+   */
+  it('bench/e2e.mjs --smoke runs every target × workload × concurrency and writes the JSON and the SVG', async () => {
+    assertBuilt();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mdb-bench-e2e-smoke-'));
+    const out = path.join(dir, 'e2e.json');
+    try {
+      const { stdout } = await promisify(execFile)(process.execPath, ['bench/e2e.mjs', '--smoke', '--out', out], {
+        cwd: ROOT,
+        timeout: 240_000,
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      expect(stdout).toContain('verdict:');
+      type Cell = Record<string, { ops: number; errors: number; ops_per_second: number; first_error?: string }>;
+      const result = JSON.parse(fs.readFileSync(out, 'utf8')) as {
+        benchmark: string;
+        settings: { upstreams: string[]; targets: string[]; workloads: string[]; concurrency: Record<string, number[]> };
+        skipped: { upstream: string; workload: string; concurrency: number }[];
+        summary: Record<string, Record<string, Record<string, Cell & { ratios: Record<string, number | null> }>>>;
+        verdicts: { name: string; pass: boolean | null }[];
+        runs: unknown[];
+        chart: string;
+      };
+      expect(result.benchmark).toBe('e2e');
+      expect(result.settings.upstreams).toEqual(['ferretdb', 'fast']);
+      expect(result.settings.targets).toEqual(['direct', 'relay', 'proxy']);
+      expect(result.settings.workloads).toEqual(['point_read', 'insert', 'insert_many', 'scan', 'aggregate', 'ycsb_b']);
+      let cells = 0;
+      for (const upstream of result.settings.upstreams) {
+        for (const workload of result.settings.workloads) {
+          for (const concurrency of result.settings.concurrency[upstream]!) {
+            if (result.skipped.some((s) => s.upstream === upstream && s.workload === workload && s.concurrency === concurrency)) continue;
+            const cell = result.summary[upstream]?.[workload]?.[concurrency];
+            expect(cell, `${upstream}/${workload}/c${concurrency}`).toBeDefined();
+            for (const target of result.settings.targets) {
+              const what = `${upstream}/${workload}/c${concurrency}/${target}`;
+              expect(cell![target], what).toBeDefined();
+              expect(cell![target]!.errors, `${what}: ${cell![target]!.first_error ?? ''}`).toBe(0);
+              expect(cell![target]!.ops, what).toBeGreaterThan(0);
+              cells++;
+            }
+            expect(Object.keys(cell!.ratios)).toContain('proxy_vs_direct_ops');
+          }
+        }
+      }
+      expect(cells).toBeGreaterThanOrEqual(2 * 6 * 3);
+      expect(result.verdicts.map((v) => v.name)).toEqual(['ferretdb_proxy_vs_direct', 'fast_proxy_vs_relay', 'fast_proxy_cpu_point_read']);
+      const svgFile = out.replace(/\.json$/, '.svg');
+      const svg = fs.readFileSync(svgFile, 'utf8');
+      expect(svg).toContain('<svg');
+      expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+      for (const workload of result.settings.workloads) expect(svg).toContain(workload);
+      // XML-ish: the elements nest (every one opened is closed, in order), no stray ampersand.
+      const stack: string[] = [];
+      for (const [, close, name, , selfClose] of svg.matchAll(/<(\/?)([a-zA-Z]+)([^>]*?)(\/?)>/g)) {
+        if (close) expect(stack.pop(), `</${name}>`).toBe(name);
+        else if (!selfClose) stack.push(name!);
+      }
+      expect(stack).toEqual([]);
+      expect(svg).not.toMatch(/&(?!amp;|lt;|gt;|quot;|#39;)/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

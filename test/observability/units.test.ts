@@ -57,6 +57,21 @@ describe('log output format', () => {
     for (const s of ['tok-secret', 'pw-secret', 'payload-secret', 'filter-secret', 'u:p@h']) expect(text).not.toContain(s);
     expect(JSON.parse(lines[0]!)).toMatchObject({ token: '***', password: '***', cmd: { payload: '***', filter: '***' } });
   });
+
+  it('redacts one level down without changing the objects it was given', () => {
+    const { stream, lines } = capture();
+    const cmd = { find: 'items', filter: { a: 'filter-secret' } };
+    const err = Object.assign(new Error('boom'), { password: 'err-secret' });
+    const fields = { cmd, err, n: 1, app_id: 'alpha' };
+    createLogger('info', stream).info(fields, 'x');
+    expect(fields.cmd).toBe(cmd);
+    expect(cmd.filter).toEqual({ a: 'filter-secret' });
+    expect(err.password).toBe('err-secret');
+    const text = lines.join('\n');
+    expect(text).not.toContain('filter-secret');
+    expect(text).not.toContain('err-secret');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ cmd: { find: 'items', filter: '***' }, err: { message: 'boom', password: '***' }, n: 1, app_id: 'alpha' });
+  });
 });
 
 describe('authentication failure reasons (a fixed label set)', () => {

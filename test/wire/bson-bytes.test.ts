@@ -17,7 +17,10 @@ import {
   serialize,
   type Document,
 } from 'bson';
-import { BsonType, checkDocumentBounds, findElement, firstKey, forEachElement, type BsonElement } from '../../src/wire/bson-bytes.js';
+import { BsonType, checkDocumentBounds, checkNestingDepth, findElement, firstKey, forEachElement, type BsonElement } from '../../src/wire/bson-bytes.js';
+import { needsErrorMapping } from '../../src/policy/reply.js';
+import { replyOutcome } from '../../src/session/reply-facts.js';
+import { Outcome } from '../../src/observability/metrics.js';
 import { WireError } from '../../src/wire/errors.js';
 
 /** One element's bytes: type, NUL-terminated name, value. */
@@ -301,6 +304,97 @@ describe('checkDocumentBounds', () => {
         expect(walk(buf, 0).map((el) => nameOf(buf, el))).toEqual(Object.keys(deserialize(buf)));
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+/** The walks written without closures (hot path) agree with forEachElement on any bytes. */
+describe('closure-free walks (findElement, checkNestingDepth, needsErrorMapping, replyOutcome)', () => {
+  /** findElement as forEachElement finds it: the reference. */
+  function referenceFind(buf: Buffer, name: string): BsonElement | undefined {
+    let found: BsonElement | undefined;
+    forEachElement(buf, 0, (el) => {
+      if (nameOf(buf, el) === name) {
+        found = el;
+        return true;
+      }
+      return false;
+    });
+    return found;
+  }
+  /** The outcome of a call: its value, or the class and code of what it threw. */
+  function outcome(fn: () => unknown): unknown {
+    try {
+      return { value: fn() };
+    } catch (err) {
+      if (!(err instanceof WireError)) throw err;
+      return { code: err.code };
+    }
+  }
+
+  it('findElement returns what the forEachElement walk finds, or throws the same InvalidBSON (property)', () => {
+    const base = allTypes.subarray(docAt);
+    const names = typed.map((t) => t.name).concat(['missing', 'dbPointer']);
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(base.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 0, maxLength: 4 }),
+        fc.option(fc.nat(base.length)),
+        fc.constantFrom(...names),
+        (bytes, cut, name) => {
+          let buf = Buffer.from(base);
+          for (const [at, v] of bytes) buf[at] = v;
+          if (cut !== null) {
+            buf = buf.subarray(0, cut);
+            if (buf.length >= 4) buf.writeInt32LE(buf.length, 0);
+          }
+          expect(outcome(() => findElement(buf, 0, name))).toEqual(outcome(() => referenceFind(buf, name)));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('checkNestingDepth: Overflow (15) past the limit, InvalidBSON (22) for malformed bytes, never a RangeError', () => {
+    let doc: Document = { leaf: 1 };
+    for (let i = 0; i < 30; i++) doc = { d: doc, a: [doc === undefined ? 0 : 1] };
+    const buf = Buffer.from(serialize(doc));
+    expect(() => checkNestingDepth(buf, 0, 31)).not.toThrow();
+    expect(outcome(() => checkNestingDepth(buf, 0, 30))).toEqual({ code: 15 });
+    for (let cut = 0; cut < buf.length; cut += 7) {
+      const bad = Buffer.from(buf.subarray(0, cut));
+      if (bad.length >= 4) bad.writeInt32LE(bad.length, 0);
+      onlyInvalidBson(() => checkNestingDepth(bad, 0, 100));
+    }
+  });
+
+  it('needsErrorMapping and replyOutcome read ok / writeErrors / writeConcernError, and throw only InvalidBSON (property)', () => {
+    const cases: [Document, boolean][] = [
+      [{ ok: 1 }, false],
+      [{ ok: 1.0, n: 1 }, false],
+      [{ ok: 0, errmsg: 'x' }, true],
+      [{ cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 }, false],
+      [{ n: 0, writeErrors: [{ index: 0, code: 11000, errmsg: 'dup' }], ok: 1 }, true],
+      [{ n: 1, writeConcernError: { code: 64, errmsg: 'wc' }, ok: 1 }, true],
+    ];
+    for (const [doc, error] of cases) {
+      const buf = Buffer.from(serialize(doc));
+      expect(needsErrorMapping(buf)).toBe(error);
+      expect(replyOutcome(buf)).toBe(error ? Outcome.ERROR : Outcome.OK);
+    }
+    const base = Buffer.from(serialize({ cursor: { id: 0, ns: 'a.b', firstBatch: [{ a: 1 }] }, writeErrors: [], ok: 1 }));
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(base.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }),
+        fc.option(fc.nat(base.length)),
+        (bytes, cut) => {
+          let buf = Buffer.from(base);
+          for (const [at, v] of bytes) buf[at] = v;
+          if (cut !== null) buf = buf.subarray(0, cut);
+          onlyInvalidBson(() => needsErrorMapping(buf));
+          onlyInvalidBson(() => replyOutcome(buf));
+        },
+      ),
+      { numRuns: 2000 },
     );
   });
 });
