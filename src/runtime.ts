@@ -184,6 +184,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     );
   }
   upstream.topology.on('changed', () => logger.info({ topology: upstream.topology.describe() }, 'upstream topology changed'));
+  upstream.onCursorKillFailed = (err, detail) => logger.warn({ err: err.message, ...detail }, 'could not kill cursors upstream');
 
   // ---- Metrics (issue 5): one registry per runtime; the start's manifest load counts as a reload.
   const metrics = new ProxyMetrics({ enabled: config.metrics, processMetrics: options.processMetrics ?? true });

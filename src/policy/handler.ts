@@ -11,6 +11,8 @@ export interface CommandInput {
   readonly appDb: string;
   /** Kind-1 sections, raw. */
   readonly sequences: readonly DocumentSequence[];
+  /** Set when the command is rewritten to be explained, not run (its plan must be the scoped command's). */
+  readonly explained?: boolean;
 }
 
 /**
@@ -29,8 +31,13 @@ export type ReplyPlan =
 
 /** What a cursor's batches hold, and how to show them to the app. */
 export type CursorView =
-  /** Documents of the app's collections: the tag is stripped unless exposed. */
-  | { readonly kind: 'documents'; readonly appDb: string }
+  /**
+   * Documents of the app's collections: the tag is stripped unless exposed. `checkTag`: the upstream
+   * filter did not hold the tag condition (find's exact-_id fast path), so every batch of the cursor
+   * keeps only the documents whose tag is exactly the app's slug. `hideTag`: the tag was only asked for
+   * to be checked (added to the app's projection), so it is stripped even when exposed.
+   */
+  | { readonly kind: 'documents'; readonly appDb: string; readonly checkTag?: boolean; readonly hideTag?: boolean }
   /** listCollections entries: names mapped back; `names` filters by the app's names (listCollections filter on `name`). */
   | { readonly kind: 'collections'; readonly appDb: string; readonly names?: NameFilter }
   /** listIndexes entries: `ns` mapped back. */

@@ -63,7 +63,8 @@ function rewriteDocuments(scope: AppScope, view: CursorView, body: Buffer): Buff
     const ns = cursorNs(body);
     return rewriteCursorReply(body, {
       ns: ns === undefined ? undefined : logicalNamespace(scope, view.appDb, ns) ?? `${view.appDb}.$cmd`,
-      stripField: scope.exposeTag ? undefined : scope.tagField,
+      stripField: scope.exposeTag && view.hideTag !== true ? undefined : scope.tagField,
+      keepOnly: view.checkTag === true ? { field: scope.tagField, value: scope.slug } : undefined,
     });
   }
   const reply = decodeDocument(body);

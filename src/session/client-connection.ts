@@ -18,7 +18,15 @@ import { rewriteReply } from '../policy/reply.js';
 import { rewriteCommand } from '../policy/rewrite.js';
 import { makeScope, type AppScope } from '../policy/scope.js';
 import { CommandError, commandError, errorReply } from '../policy/errors.js';
-import { UpstreamError, upstreamRequestIds, type ConnectionPool, type UpstreamConnection } from '../upstream/index.js';
+import {
+  AcquireAbandonedError,
+  UpstreamError,
+  sessionKey,
+  upstreamRequestIds,
+  type CursorTarget,
+  type ConnectionPool,
+  type UpstreamConnection,
+} from '../upstream/index.js';
 import type { ProxyContext } from './context.js';
 import { ConnectionAuthenticator, type Identity } from './authentication.js';
 import { helloReply, runLocalCommand, MAX_POLICY_WIRE_VERSION, type LocalCommandContext } from './local-commands.js';
@@ -55,6 +63,16 @@ class ClosingError extends CommandError {}
 class RevokedError extends ClosingError {}
 /** The upstream could not be reached before anything was sent (the driver may retry). */
 class UnreachableError extends CommandError {}
+/**
+ * The client closed before its request was sent upstream: it is not sent (its reply could never be
+ * delivered). For a write this is one of the outcomes the client must already allow for: it saw a
+ * network error, so the write's outcome is unknown to it (a retryable write is retried by the driver).
+ */
+class ClientGoneError extends UnreachableError {
+  constructor() {
+    super('ClientDisconnect', 'the client closed its connection before the request was sent upstream; it was not sent', 279);
+  }
+}
 
 /**
  * How far a request got: an error thrown at each stage is counted as what it means (a rejection and its
@@ -111,6 +129,10 @@ export class ClientConnection {
   private draining = false;
   private closed = false;
   private held: HeldConnection | undefined;
+  /** Aborted when the connection closes: its requests waiting for an upstream connection leave the pool's queue. */
+  private abandon: AbortController | undefined;
+  /** The client ended its side of the connection (FIN): see onPeerEnd. */
+  private peerEnded = false;
   /** Who this connection is (issue 3 item 1): set by the handshake's appName or by saslStart. */
   private readonly auth: ConnectionAuthenticator;
   /** Closes the connection if it stays unauthenticated and silent (DESIGN.md rule 7). */
@@ -183,8 +205,8 @@ export class ClientConnection {
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve));
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    // The client half-closed: finish what it sent, then close.
-    socket.on('end', () => this.drain());
+    // The client half-closed: finish what it sent, then close (see onPeerEnd).
+    socket.on('end', () => this.onPeerEnd());
     socket.on('error', (err) => this.close(`socket error: ${err.message}`));
     socket.on('close', () => this.close('client closed the connection'));
   }
@@ -350,6 +372,20 @@ export class ClientConnection {
     return this.closedPromise;
   }
 
+  /**
+   * The client ended its side (FIN): a driver does that only when it destroys the socket, so it is
+   * treated as a disconnect, as mongod does (its operations are killed with ClientDisconnect once it
+   * sees end-of-stream): what is still to be sent upstream is not sent (its request waiting for a pool
+   * connection leaves the queue) and is answered ClientDisconnect; a reply already on its way is still
+   * written, for a client that only half-closed, but a cursor it opens is killed (see trackCursors).
+   * Then the connection closes.
+   */
+  private onPeerEnd(): void {
+    this.peerEnded = true;
+    this.abandon?.abort();
+    void this.drain();
+  }
+
   /** Stops taking requests: closes now if idle, or after the request in progress is answered. */
   drain(): Promise<void> {
     this.draining = true;
@@ -378,6 +414,7 @@ export class ClientConnection {
       this.held.pool.release(this.held.conn);
       this.held = undefined;
     }
+    this.abandon?.abort();
     if (graceful && this.socket.writable) {
       const socket = this.socket;
       const force = setTimeout(() => socket.destroy(), 5000);
@@ -851,14 +888,24 @@ export class ClientConnection {
     } else {
       address = this.routeNow(cmd, spec) ?? (await this.routeToPrimary(cmd, spec));
     }
+    if (spec.name === 'endSessions' || spec.name === 'killSessions') this.endSessionCursors(scope.slug, rewritten.body[spec.name]);
 
     const out = encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, encodeDocument(rewritten.body), rewritten.sequences);
     const reply = await this.roundTrip(address, out, moreToCome);
     if (!reply) return;
     const replyMsg = parseOpMsg(reply);
     if (this.timed) this.noteReply(replyMsg.body);
-    if (spec.cursor && plan.kind === 'cursor') this.trackCursors(spec, cmd, replyMsg.body, address, scope.slug, plan.view);
+    if (spec.cursor && plan.kind === 'cursor') {
+      this.trackCursors(spec, cmd, replyMsg.body, address, scope.slug, plan.view, spec.cursor === 'opens' ? rewritten.body.lsid : undefined);
+    }
     if (this.closed) return;
+    if (spec.name === 'endSessions' && errorCode(replyMsg.body) === 59) {
+      // An upstream without sessions (FerretDB v1): the proxy advertises sessions and has ended what it
+      // tracks of them (their cursors), so the command succeeded as far as the client can tell.
+      this.reqReply = undefined;
+      this.reply(OpCode.MSG, parsed.requestId, { ok: 1 });
+      return;
+    }
     const body = rewriteReply(scope, plan, replyMsg.body);
     this.send(
       body === replyMsg.body
@@ -920,12 +967,21 @@ export class ClientConnection {
     let conn: UpstreamConnection;
     if (held) conn = held.conn;
     else {
+      if (this.closed || this.peerEnded) throw new ClientGoneError();
       try {
-        conn = pool.tryAcquire() ?? (await pool.acquire());
+        // A request whose client closes while it waits in the pool's queue leaves the queue.
+        conn = pool.tryAcquire() ?? (await pool.acquire((this.abandon ??= new AbortController()).signal));
       } catch (err) {
+        if (err instanceof AcquireAbandonedError) throw new ClientGoneError();
         // Nothing was sent: the client may safely retry, reads and writes alike.
         throw retryableUnavailable((err as Error).message);
       }
+    }
+    if (this.closed || this.peerEnded) {
+      // The client closed while this request waited (for a connection, a route, a document count):
+      // nobody could receive its reply, so it is not sent (see ClientGoneError for writes).
+      pool.release(conn);
+      throw new ClientGoneError();
     }
     const requestId = upstreamRequestIds.take();
     const out = readdressOpMsg(msg, requestId, 0);
@@ -952,8 +1008,41 @@ export class ClientConnection {
     }
   }
 
-  /** Records cursors opened by a reply (with their owner and view), and forgets exhausted ones. */
-  private trackCursors(spec: CommandSpec, cmd: Document, body: Buffer, address: string, owner: string, view: CursorView): void {
+  /**
+   * endSessions / killSessions: the sessions' cursors are killed upstream and forgotten, as a server
+   * does when a session ends (FerretDB v1 has no sessions: its cursors would stay open). `sessions` are
+   * the mapped lsids the command carries; the command itself is then forwarded as sent.
+   */
+  private endSessionCursors(owner: string, sessions: unknown): void {
+    if (!Array.isArray(sessions)) return;
+    const keys: string[] = [];
+    for (const lsid of sessions) {
+      const key = sessionKey(lsid);
+      if (key !== undefined) keys.push(key);
+    }
+    const ended = this.ctx.upstream.cursors.endSessions(owner, keys);
+    if (ended.length > 0) void this.ctx.upstream.killCursors(ended, 'session_ended');
+  }
+
+  /**
+   * Records cursors opened by a reply (with their owner, view, namespace and session), and forgets
+   * exhausted ones. A cursor opened for a client that closed (or ended its side: onPeerEnd) while the
+   * request was upstream is killed at once: nobody knows its id, so nobody could ever continue or kill
+   * it. A client that only half-closed still gets the reply; continuing that cursor from another
+   * connection would get CursorNotFound (drivers never half-close). A getMore's reply that arrives
+   * after its client closed leaves the cursor open: a driver may continue a cursor on any connection
+   * of its pool, so the cursor is not the closed connection's to kill (endSessions, killCursors or the
+   * idle timeout end it).
+   */
+  private trackCursors(
+    spec: CommandSpec,
+    cmd: Document,
+    body: Buffer,
+    address: string,
+    owner: string,
+    view: CursorView,
+    lsid?: unknown,
+  ): void {
     const cursor = findElement(body, 0, 'cursor');
     const cursors = this.ctx.upstream.cursors;
     if (!cursor || cursor.type !== BsonType.DOCUMENT) {
@@ -966,7 +1055,14 @@ export class ClientConnection {
     }
     const idEl = findElement(body, cursor.valueStart, 'id');
     const id = idEl?.type === BsonType.INT64 ? body.readBigInt64LE(idEl.valueStart) : 0n;
-    if (spec.cursor === 'opens' && id !== 0n) cursors.register(id, address, owner, view);
+    if (spec.cursor === 'opens' && id !== 0n) {
+      const nsEl = findElement(body, cursor.valueStart, 'ns');
+      const ns = nsEl?.type === BsonType.STRING ? body.toString('utf8', nsEl.valueStart + 4, nsEl.valueStart + 3 + body.readInt32LE(nsEl.valueStart)) : '';
+      if (this.closed || this.peerEnded) {
+        if (this.debugEnabled) this.rlog.debug({ cursor: String(id), ns }, 'killing a cursor opened for a client that closed');
+        void this.ctx.upstream.killCursors([{ id, address, ns }], 'client_closed');
+      } else cursors.register(id, address, owner, view, ns, sessionKey(lsid));
+    }
     if (spec.cursor === 'continues' && id === 0n) {
       const requested = toBigInt(cmd.getMore);
       if (requested !== undefined) cursors.remove(requested);
@@ -999,7 +1095,15 @@ export class ClientConnection {
     const merged: Document = { cursorsKilled: [], cursorsNotFound: notFound, cursorsAlive: [], cursorsUnknown: [], ok: 1 };
     for (const [address, group] of byAddress) {
       const body = encodeDocument({ ...rewritten.body, cursors: group });
-      const reply = await this.roundTrip(address, encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, body), moreToCome);
+      let reply: Buffer | undefined;
+      try {
+        reply = await this.roundTrip(address, encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, body), moreToCome);
+      } catch (err) {
+        // The client closed before its killCursors went out: the cursors, already forgotten, are killed anyway.
+        if (err instanceof ClientGoneError) this.killForgotten(byAddress, String(rewritten.body.$db), String(rewritten.body.killCursors));
+        throw err;
+      }
+      byAddress.delete(address);
       if (!reply) continue;
       const doc = decodeDocument(rewriteReply(scope, rewritten.reply, parseOpMsg(reply).body));
       if (Number(doc.ok) !== 1) {
@@ -1012,6 +1116,14 @@ export class ClientConnection {
       }
     }
     if (!moreToCome) this.reply(OpCode.MSG, parsed.requestId, merged);
+  }
+
+  /** The cursors of a killCursors whose client closed before they were sent (`byAddress`): killed by the proxy. */
+  private killForgotten(byAddress: Map<string, Long[]>, db: string, collection: string): void {
+    const ns = `${db}.${collection}`;
+    const targets: CursorTarget[] = [];
+    for (const [address, group] of byAddress) for (const id of group) targets.push({ id: id.toBigInt(), address, ns });
+    void this.ctx.upstream.killCursors(targets, 'client_closed');
   }
 }
 
@@ -1044,6 +1156,12 @@ function rejectReason(stage: StageCode, err: unknown): RejectReason {
 
 function round3(ms: number): number {
   return Math.round(ms * 1000) / 1000;
+}
+
+/** The `code` of an error reply body (int32), if any. */
+function errorCode(body: Buffer): number | undefined {
+  const code = findElement(body, 0, 'code');
+  return code?.type === BsonType.INT32 ? body.readInt32LE(code.valueStart) : undefined;
 }
 
 function toBigInt(v: unknown): bigint | undefined {

@@ -1,3 +1,9 @@
+import { Binary, Long, deserialize, serialize } from 'bson';
+import type { ConnectionPool } from './pool.js';
+import { UpstreamError } from './errors.js';
+import { upstreamRequestIds } from './connection.js';
+import { encodeOpMsg, parseOpMsg } from '../wire/opmsg.js';
+
 /** Where a cursor lives and who opened it. */
 export interface CursorEntry {
   /** The upstream server that created it: getMore and killCursors must go there. */
@@ -7,15 +13,34 @@ export interface CursorEntry {
   /** How the policy layer shows this cursor's batches (opaque here). */
   view: unknown;
   lastUsed: number;
+  /** The cursor's physical namespace as the upstream named it (`db.collection`): killCursors needs it. */
+  ns: string;
+  /** The (mapped) logical session it was opened in, as a key (see sessionKey); undefined: none. */
+  session: string | undefined;
+}
+
+/** A cursor to kill upstream: its id, server and physical namespace. */
+export interface CursorTarget {
+  id: bigint;
+  address: string;
+  ns: string;
 }
 
 /**
  * Open cursors across all client connections (a driver may continue a cursor on any connection of its
- * pool). Entries idle longer than the server's own cursor timeout are forgotten.
+ * pool, so cursors are not bound to the connection that opened them, as on a server). A cursor leaves
+ * the registry when it is exhausted, killed, not found upstream, when its session ends (endSessions,
+ * killSessions), or when it was idle longer than the server's own cursor timeout (10 minutes, as
+ * mongod's cursorTimeoutMillis): then `onExpired` is told, to kill it upstream (an upstream such as
+ * FerretDB v1 never times cursors out, and holds resources per open cursor).
  */
 export class CursorRegistry {
   private readonly cursors = new Map<bigint, CursorEntry>();
+  /** Session key → ids of its open cursors. */
+  private readonly bySession = new Map<string, Set<bigint>>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Called with the cursors the idle sweep forgot (to kill them upstream). */
+  onExpired: ((cursors: CursorTarget[]) => void) | undefined;
 
   constructor(private readonly idleTimeoutMS = 10 * 60_000) {
     this.sweeper = setInterval(() => this.sweep(), Math.min(60_000, idleTimeoutMS));
@@ -33,8 +58,14 @@ export class CursorRegistry {
     return counts;
   }
 
-  register(id: bigint, address: string, owner: string, view: unknown = undefined): void {
-    this.cursors.set(id, { address, owner, view, lastUsed: Date.now() });
+  register(id: bigint, address: string, owner: string, view: unknown = undefined, ns = '', session?: string): void {
+    this.remove(id);
+    this.cursors.set(id, { address, owner, view, lastUsed: Date.now(), ns, session });
+    if (session !== undefined) {
+      let ids = this.bySession.get(session);
+      if (!ids) this.bySession.set(session, (ids = new Set()));
+      ids.add(id);
+    }
   }
 
   /** The cursor if it exists and belongs to `owner`; anyone else's cursor does not exist. */
@@ -46,16 +77,96 @@ export class CursorRegistry {
   }
 
   remove(id: bigint): void {
+    const entry = this.cursors.get(id);
+    if (!entry) return;
     this.cursors.delete(id);
+    if (entry.session !== undefined) {
+      const ids = this.bySession.get(entry.session);
+      ids?.delete(id);
+      if (ids?.size === 0) this.bySession.delete(entry.session);
+    }
+  }
+
+  /**
+   * The sessions `sessions` of `owner` ended (endSessions, killSessions): their cursors leave the
+   * registry and are returned, for the caller to kill upstream (as a server kills an ended session's cursors).
+   */
+  endSessions(owner: string, sessions: Iterable<string>): CursorTarget[] {
+    const ended: CursorTarget[] = [];
+    for (const session of sessions) {
+      const ids = this.bySession.get(session);
+      if (!ids) continue;
+      for (const id of [...ids]) {
+        const entry = this.cursors.get(id);
+        if (!entry || entry.owner !== owner) continue;
+        ended.push({ id, address: entry.address, ns: entry.ns });
+        this.remove(id);
+      }
+    }
+    return ended;
   }
 
   close(): void {
     clearInterval(this.sweeper);
     this.cursors.clear();
+    this.bySession.clear();
   }
 
-  private sweep(): void {
-    const cutoff = Date.now() - this.idleTimeoutMS;
-    for (const [id, entry] of this.cursors) if (entry.lastUsed < cutoff) this.cursors.delete(id);
+  /** Forgets cursors idle longer than the timeout, and has them killed upstream. */
+  sweep(now = Date.now()): CursorTarget[] {
+    const cutoff = now - this.idleTimeoutMS;
+    const expired: CursorTarget[] = [];
+    for (const [id, entry] of this.cursors) {
+      if (entry.lastUsed >= cutoff) continue;
+      expired.push({ id, address: entry.address, ns: entry.ns });
+      this.remove(id);
+    }
+    if (expired.length > 0) this.onExpired?.(expired);
+    return expired;
   }
+}
+
+/** The registry's key of a mapped lsid ({id: UUID}); undefined when there is none. */
+export function sessionKey(lsid: unknown): string | undefined {
+  const id = (lsid as { id?: unknown } | null | undefined)?.id;
+  if (!(id instanceof Binary)) return undefined;
+  const bytes = id.read(0, id.length());
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+/** Groups cursors by server, then by namespace (one killCursors per namespace). */
+export function groupCursors(targets: Iterable<CursorTarget>): Map<string, Map<string, bigint[]>> {
+  const byAddress = new Map<string, Map<string, bigint[]>>();
+  for (const t of targets) {
+    let byNs = byAddress.get(t.address);
+    if (!byNs) byAddress.set(t.address, (byNs = new Map()));
+    const ids = byNs.get(t.ns);
+    if (ids) ids.push(t.id);
+    else byNs.set(t.ns, [t.id]);
+  }
+  return byAddress;
+}
+
+/**
+ * Kills `ids` of namespace `ns` (`db.collection`) on the pool's server: one killCursors, on a pooled
+ * connection (no session: the cursors' clients are gone). Resolves with how many the server killed;
+ * rejects when the server could not be reached or answered an error.
+ */
+export async function killCursorsOn(pool: ConnectionPool, ns: string, ids: readonly bigint[]): Promise<number> {
+  const dot = ns.indexOf('.');
+  if (dot <= 0) throw new Error(`cannot kill cursors of namespace '${ns}'`);
+  const cmd = { killCursors: ns.slice(dot + 1), cursors: ids.map((id) => Long.fromBigInt(id)), $db: ns.slice(0, dot) };
+  const conn = pool.tryAcquire() ?? (await pool.acquire());
+  let reply: Buffer;
+  try {
+    const requestId = upstreamRequestIds.take();
+    reply = await conn.roundTrip(encodeOpMsg(requestId, 0, 0, serialize(cmd)), requestId);
+  } catch (err) {
+    pool.discard(conn);
+    throw err;
+  }
+  pool.release(conn);
+  const doc = deserialize(parseOpMsg(reply).body);
+  if (Number(doc.ok) !== 1) throw new UpstreamError(`killCursors failed: ${String(doc.errmsg ?? doc.codeName ?? 'error')}`);
+  return Array.isArray(doc.cursorsKilled) ? doc.cursorsKilled.length : 0;
 }

@@ -2,7 +2,7 @@ import type tls from 'node:tls';
 import type { MongoClientOptions } from 'mongodb';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 import { UpstreamTopology, type SelectedServer } from './topology.js';
-import { CursorRegistry } from './cursors.js';
+import { CursorRegistry, groupCursors, killCursorsOn, type CursorTarget } from './cursors.js';
 import { TransactionPins } from './pins.js';
 import type { UpstreamConnectOptions } from './connection.js';
 import type { UpstreamCredentials, UpstreamMechanism } from './auth.js';
@@ -12,7 +12,11 @@ export { UpstreamError } from './errors.js';
 export { UpstreamConnection, upstreamRequestIds } from './connection.js';
 export type { SelectedServer } from './topology.js';
 export type { ConnectionPool } from './pool.js';
-export { CursorRegistry } from './cursors.js';
+export { CursorRegistry, sessionKey, type CursorTarget } from './cursors.js';
+export { AcquireAbandonedError } from './pool.js';
+
+/** Why the proxy kills cursors no client asked it to kill (logged with a failure). */
+export type CursorKillReason = 'client_closed' | 'session_ended' | 'idle_timeout';
 
 export interface UpstreamSettings {
   uri: string;
@@ -33,12 +37,39 @@ export class Upstream {
   readonly cursors = new CursorRegistry();
   readonly pins = new TransactionPins();
   private readonly connectOptions: UpstreamConnectOptions;
+  /** Told when a killCursors the proxy sent on its own failed (the runtime logs it). */
+  onCursorKillFailed: ((err: Error, detail: { address: string; ns: string; cursors: number; reason: CursorKillReason }) => void) | undefined;
 
   private constructor(
     readonly topology: UpstreamTopology,
     private readonly settings: UpstreamSettings,
   ) {
     this.connectOptions = connectOptionsFrom(topology.client.options, settings);
+    // Cursors idle longer than the cursor timeout are killed upstream, as mongod does (FerretDB v1 never does).
+    this.cursors.onExpired = (expired) => void this.killCursors(expired, 'idle_timeout');
+  }
+
+  /**
+   * Kills cursors upstream that no client can use any more (its client closed before it learned the
+   * id, its session ended, it timed out): one killCursors per server and namespace, on pooled
+   * connections. Never rejects: a failure is reported to onCursorKillFailed. Resolves with how many
+   * the upstream reported killed.
+   */
+  async killCursors(targets: Iterable<CursorTarget>, reason: CursorKillReason): Promise<number> {
+    const kills: Promise<number>[] = [];
+    for (const [address, byNs] of groupCursors(targets)) {
+      for (const [ns, ids] of byNs) {
+        kills.push(
+          killCursorsOn(this.pool(address), ns, ids).catch((err: unknown) => {
+            this.onCursorKillFailed?.(err as Error, { address, ns, cursors: ids.length, reason });
+            return 0;
+          }),
+        );
+      }
+    }
+    let killed = 0;
+    for (const n of await Promise.all(kills)) killed += n;
+    return killed;
   }
 
   static async connect(settings: UpstreamSettings, clientOptions: MongoClientOptions = {}): Promise<Upstream> {

@@ -42,6 +42,16 @@ interface Waiter {
   resolve: (conn: UpstreamConnection) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
+  /** Removes the abort listener (the waiter was served, timed out or abandoned). */
+  detach: (() => void) | undefined;
+}
+
+/** acquire() gave up because its signal aborted (the request's client is gone): not a pool failure. */
+export class AcquireAbandonedError extends Error {
+  constructor(address: string) {
+    super(`gave up waiting for a connection to ${address}: the request was abandoned`);
+    this.name = 'AcquireAbandonedError';
+  }
 }
 
 /**
@@ -91,35 +101,64 @@ export class ConnectionPool {
     return undefined;
   }
 
-  async acquire(): Promise<UpstreamConnection> {
+  /**
+   * A connection: an idle one, a new one (below maxSize), or the next one released (FIFO wait queue,
+   * up to waitQueueTimeoutMS). When `signal` aborts while waiting in the queue, the request leaves the
+   * queue (AcquireAbandonedError) and takes no connection: a request whose client closed must not hold
+   * up those behind it, nor be sent later.
+   */
+  async acquire(signal?: AbortSignal): Promise<UpstreamConnection> {
     if (this.closed) throw new UpstreamError(`pool for ${this.address} is closed`);
     const now = this.tryAcquire();
     if (now) return now;
+    if (signal?.aborted) throw new AcquireAbandonedError(this.address);
     // No idle connection: the time to open one, or in the wait queue, is what the request waited.
     const start = performance.now();
     try {
-      const conn = await (this.total < this.options.maxSize ? this.open() : this.enqueue());
+      const conn = await (this.total < this.options.maxSize ? this.open() : this.enqueue(signal));
       this.waits.observe((performance.now() - start) / 1000);
       return conn;
     } catch (err) {
-      this.waits.failures++;
+      if (!(err instanceof AcquireAbandonedError)) this.waits.failures++;
       throw err;
     }
   }
 
-  private enqueue(): Promise<UpstreamConnection> {
+  private enqueue(signal: AbortSignal | undefined): Promise<UpstreamConnection> {
     return new Promise<UpstreamConnection>((resolve, reject) => {
+      const leave = (err: Error) => {
+        clearTimeout(waiter.timer);
+        waiter.detach?.();
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(err);
+      };
       const waiter: Waiter = {
         resolve,
         reject,
-        timer: setTimeout(() => {
-          const i = this.waiters.indexOf(waiter);
-          if (i >= 0) this.waiters.splice(i, 1);
-          reject(new UpstreamError(`timed out after ${this.options.waitQueueTimeoutMS} ms waiting for a connection to ${this.address}`));
-        }, this.options.waitQueueTimeoutMS),
+        timer: setTimeout(
+          () => leave(new UpstreamError(`timed out after ${this.options.waitQueueTimeoutMS} ms waiting for a connection to ${this.address}`)),
+          this.options.waitQueueTimeoutMS,
+        ),
+        detach: undefined,
       };
+      if (signal) {
+        const onAbort = () => leave(new AcquireAbandonedError(this.address));
+        signal.addEventListener('abort', onAbort, { once: true });
+        waiter.detach = () => signal.removeEventListener('abort', onAbort);
+      }
       this.waiters.push(waiter);
     });
+  }
+
+  /** Takes the first waiter off the queue (it is about to be served). */
+  private nextWaiter(): Waiter | undefined {
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      clearTimeout(waiter.timer);
+      waiter.detach?.();
+    }
+    return waiter;
   }
 
   /** Returns a healthy connection after its request completed. */
@@ -128,9 +167,8 @@ export class ConnectionPool {
       this.discard(conn);
       return;
     }
-    const waiter = this.waiters.shift();
+    const waiter = this.nextWaiter();
     if (waiter) {
-      clearTimeout(waiter.timer);
       waiter.resolve(conn);
       return;
     }
@@ -149,6 +187,7 @@ export class ConnectionPool {
     clearInterval(this.sweeper);
     for (const w of this.waiters.splice(0)) {
       clearTimeout(w.timer);
+      w.detach?.();
       w.reject(new UpstreamError(`pool for ${this.address} is closed`));
     }
     for (const conn of this.idle.splice(0)) {
@@ -174,8 +213,7 @@ export class ConnectionPool {
   /** A slot freed up: open a connection for the first waiter, if any. */
   private serveWaiter(): void {
     if (this.closed || this.waiters.length === 0 || this.total >= this.options.maxSize) return;
-    const waiter = this.waiters.shift()!;
-    clearTimeout(waiter.timer);
+    const waiter = this.nextWaiter()!;
     this.open().then(waiter.resolve, waiter.reject);
   }
 

@@ -283,7 +283,7 @@ class FieldStripper {
   };
 
   /** Finds the elements to drop; returns whether there is any. A plain loop: this runs per batch document. */
-  private scan(offset: number): boolean {
+  scan(offset: number): boolean {
     const { buf, name } = this;
     const len = name.length;
     this.count = 0;
@@ -309,8 +309,24 @@ class FieldStripper {
     return this.count > 0;
   }
 
+  /** Whether every element `scan` just found is the string `value` (UTF-8 bytes, without the NUL). */
+  hitsAre(value: Buffer): boolean {
+    const { buf } = this;
+    const skip = 1 + this.name.length + 1;
+    const len = value.length;
+    for (let i = 0; i < this.count; i += 2) {
+      const at = this.hits[i]!;
+      if (buf[at] !== BsonType.STRING) return false;
+      const valueStart = at + skip;
+      if (buf.readInt32LE(valueStart) !== len + 1) return false;
+      const s = valueStart + 4;
+      for (let j = 0; j < len; j++) if (buf[s + j] !== value[j]) return false;
+    }
+    return true;
+  }
+
   /** Outputs the document `scan` just looked at, without the elements it found. */
-  private emit(out: Splicer, offset: number): void {
+  emit(out: Splicer, offset: number): void {
     const before = out.length;
     const slot = out.int32Slot();
     let p = offset + 4;
@@ -464,6 +480,70 @@ export interface CursorReplyEdit {
   ns?: string;
   /** A field removed from the top level of every document of `cursor.firstBatch` / `cursor.nextBatch`. */
   stripField?: string;
+  /**
+   * Keeps only the batch documents whose top-level `field` is present and, at every occurrence (duplicate
+   * keys), the string `value` exactly; every other batch element (a document without it, with another
+   * value or type, or an element that is not a document) is removed and the array renumbered. Checked
+   * before `stripField` removes the field.
+   */
+  keepOnly?: { field: string; value: string };
+}
+
+/** Whether an element's name is the decimal array index `index`. */
+function nameIsIndex(buf: Buffer, el: BsonElement, index: number): boolean {
+  const digits = String(index);
+  if (el.nameEnd - el.nameStart !== digits.length) return false;
+  for (let i = 0; i < digits.length; i++) if (buf[el.nameStart + i] !== digits.charCodeAt(i)) return false;
+  return true;
+}
+
+/** The tag check of a batch: `scanner` finds the field's occurrences, which must all be the string `value`. */
+interface BatchCheck {
+  scanner: FieldStripper;
+  value: Buffer;
+  /** The checked field is also the one to strip: the scan done for the check serves the strip. */
+  strip: boolean;
+}
+
+/**
+ * Outputs the batch array `el` with only the documents `check` accepts (renumbered "0", "1", ...), each
+ * stripped as `check.strip` or `stripper` say; returns false (and outputs nothing) when the array is
+ * unchanged. One walk of each document's top level finds, checks and (when stripping) removes the field.
+ */
+function filterBatch(out: Splicer, buf: Buffer, el: BsonElement, check: BatchCheck, stripper: FieldStripper | undefined): boolean {
+  const { scanner, value } = check;
+  const mark = out.mark();
+  out.copy(el.nameStart - 1, el.valueStart);
+  const before = out.length;
+  const slot = out.int32Slot();
+  let changed = false;
+  let index = 0;
+  forEachElement(buf, el.valueStart, (item) => {
+    if (item.type !== BsonType.DOCUMENT || !scanner.scan(item.valueStart) || !scanner.hitsAre(value)) {
+      changed = true;
+      return;
+    }
+    const sameName = nameIsIndex(buf, item, index);
+    if (sameName) out.copy(item.nameStart - 1, item.valueStart);
+    else out.insert(Buffer.from(`\x03${index}\0`, 'latin1'));
+    if (check.strip) {
+      scanner.emit(out, item.valueStart);
+      changed = true;
+    } else if (stripper && stripper.strip(out, item.valueStart)) changed = true;
+    else {
+      out.copy(item.valueStart, item.valueEnd);
+      if (!sameName) changed = true;
+    }
+    index++;
+  });
+  if (!changed) {
+    out.rollback(mark);
+    return false;
+  }
+  const end = el.valueEnd;
+  out.copy(end - 1, end);
+  out.setInt32(slot, checkedSize(out.length - before));
+  return true;
 }
 
 const CURSOR = Buffer.from('cursor');
@@ -482,22 +562,33 @@ function stringValue(value: Buffer): Buffer {
 
 /**
  * Rewrites a command reply `{cursor: {id, ns, firstBatch | nextBatch: [docs...], ...}, ok, ...}`: replaces
- * the string value of every `cursor.ns` (when `edit.ns` is given and differs) and removes `edit.stripField`
- * from the top level of every document of every `firstBatch`/`nextBatch` array. Everything else is
+ * the string value of every `cursor.ns` (when `edit.ns` is given and differs), drops the batch elements
+ * `edit.keepOnly` rejects and removes `edit.stripField` from the top level of every document of every
+ * `firstBatch`/`nextBatch` array. Everything else is
  * byte-identical. Returns `body` itself when nothing changes, including replies without a `cursor`
  * document (errors). The result is built by one allocation and one copy of the unchanged spans, whatever
  * the batch size. A `cursor.ns` that is not a string, or a batch that is not an array, is InvalidBSON
  * (fail closed: a reply of an unknown shape is not passed on half-rewritten); batch elements that are not
- * documents are left alone.
+ * documents are left alone (or dropped, with `keepOnly`).
  */
 export function rewriteCursorReply(body: Buffer, edit: CursorReplyEdit): Buffer {
   wholeDocumentSize(body, 'cursor reply');
   const nsBytes = edit.ns === undefined ? undefined : Buffer.from(edit.ns, 'utf8');
   const stripName = edit.stripField === undefined ? undefined : fieldBytes(edit.stripField);
-  if (nsBytes === undefined && stripName === undefined) return body;
+  const keep = edit.keepOnly;
+  if (nsBytes === undefined && stripName === undefined && keep === undefined) return body;
   const out = new Splicer(body);
   const stripper = stripName && new FieldStripper(body, stripName);
-  const batchEdit: ElementEdit | undefined = stripper && ((el) => stripper.embedded(out, el));
+  let batchEdit: ((el: BsonElement) => boolean) | undefined;
+  if (keep) {
+    const keepName = fieldBytes(keep.field);
+    const strip = stripName !== undefined && stripName.equals(keepName);
+    const check: BatchCheck = { scanner: strip && stripper ? stripper : new FieldStripper(body, keepName), value: Buffer.from(keep.value, 'utf8'), strip };
+    const other = strip ? undefined : stripper || undefined;
+    batchEdit = (el) => filterBatch(out, body, el, check, other);
+  } else if (stripper) {
+    batchEdit = (el) => editEmbedded(out, body, el, (item) => stripper.embedded(out, item));
+  }
   const cursorEdit: ElementEdit = (el) => {
     if (nsBytes !== undefined && nameIs(body, el, NS)) {
       if (el.type !== BsonType.STRING) throw invalidBson(`cursor.ns is ${describeElement(body, el)}, not a string`);
@@ -510,7 +601,7 @@ export function rewriteCursorReply(body: Buffer, edit: CursorReplyEdit): Buffer 
       if (el.type !== BsonType.ARRAY) {
         throw invalidBson(`cursor.${body.toString('utf8', el.nameStart, el.nameEnd)} is ${describeElement(body, el)}, not an array`);
       }
-      return editEmbedded(out, body, el, batchEdit);
+      return batchEdit(el);
     }
     return false;
   };

@@ -400,5 +400,15 @@ describe('mdb-runtime serve (the built CLI as a child process)', () => {
       expect(cli.stderr).toContain('Check upstream.uri (MDB_UPSTREAM_URI, --upstream)');
       expect(cli.stdout + cli.stderr).not.toContain('hunter2');
     });
+
+    it('lines logged before a fatal startup error are written (stdout is buffered, flushed at exit)', async () => {
+      const dir = config('listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\nupstream:\n  server_selection_timeout_ms: 300\n  connect_timeout_ms: 300\n', {
+        'nokey.yaml': 'slug: nokey\nauth:\n  jwt:\n    secret_env: SERVE_TEST_MISSING_SECRET\n',
+      });
+      const cli = start(['serve', '--config', dir, '--upstream', `mongodb://127.0.0.1:${await freePort()}/`]);
+      expect(await cli.exit(15_000)).toEqual({ code: 1, signal: null });
+      expect(cli.stderr).toContain('mdb-runtime: cannot start: cannot reach the upstream');
+      expect(cli.lines.find((l) => l.app_id === 'nokey' && typeof l.msg === 'string' && /is unavailable/.test(l.msg))).toMatchObject({ level: 50 });
+    });
   });
 });

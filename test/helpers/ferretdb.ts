@@ -30,6 +30,8 @@ export interface FerretDBOptions {
   port?: number;
   /** Listen with TLS only, using this certificate and key (PEM files). */
   tls?: { certFile: string; keyFile: string };
+  /** Serve FerretDB's debug HTTP handler (/debug/metrics) on this loopback port (off by default). */
+  debugPort?: number;
 }
 
 export async function freePort(): Promise<number> {
@@ -73,7 +75,7 @@ export async function startFerretDB(binary: string, options: FerretDBOptions = {
       : [`--listen-addr=127.0.0.1:${port}`]),
     '--telemetry=disable',
     '--log-level=error',
-    '--debug-addr=-',
+    `--debug-addr=${options.debugPort !== undefined ? `127.0.0.1:${options.debugPort}` : '-'}`,
   ];
   if (options.auth) {
     args.push(

@@ -27,7 +27,7 @@ export const explain: CommandHandler = {
     const handler = HANDLERS.get(spec.name)!;
     const innerBody: Doc = { ...inner, $db: input.appDb };
     checkArguments(innerName, innerBody, handler.fields);
-    const rewritten = handler.rewrite({ ...input, name: innerName, body: innerBody, sequences: [] });
+    const rewritten = handler.rewrite({ ...input, name: innerName, body: innerBody, sequences: [], explained: true });
     const { $db: _db, ...explained } = rewritten.body;
     // Generic arguments of the explained command are the app's too: its session id is mapped like every lsid.
     if (inner.lsid !== undefined) explained.lsid = mapLsid(input.scope, inner.lsid, 'explain.lsid');
