@@ -116,9 +116,27 @@ function addTagFilter(scope: AppScope, stages: Doc[], hide: boolean): Doc[] {
     case '$changeStream':
       // A collection-level change stream only sees the app's own physical collection.
       return stages;
+    case '$match': {
+      // The app's own leading $match takes the tag condition, before the tag is hidden: what MongoDB's
+      // optimizer does anyway (adjacent $match stages coalesce, $match moves before $unset), done here
+      // for upstreams that run every stage on every document (FerretDB). Not when the condition names
+      // the tag: it must see documents as the app does, without one.
+      const arg = first![firstName];
+      if (!isDoc(arg) || mentions(arg, scope.tagField)) return [match, ...(hide ? [{ $unset: scope.tagField }] : []), ...stages];
+      return entering({ $match: scopeFilter(scope, arg, '$match') });
+    }
     default:
       return [match, ...(hide ? [{ $unset: scope.tagField }] : []), ...stages];
   }
+}
+
+/** Whether a $match condition may refer to `field`: as a key or path, or in a string ($expr paths). */
+function mentions(value: unknown, field: string): boolean {
+  if (typeof value === 'string') return value.includes(field);
+  if (Array.isArray(value)) return value.some((v) => mentions(v, field));
+  if (!isDoc(value)) return false;
+  for (const key in value) if (key.includes(field) || mentions(value[key], field)) return true;
+  return false;
 }
 
 function targetCollection(ctx: PipelineContext, target: unknown, where: string): string {

@@ -9,7 +9,8 @@ import { RequestIdCounter } from '../wire/header.js';
 import { encodeOpMsg, parseOpMsg, readdressOpMsg, type OpMsg } from '../wire/opmsg.js';
 import { encodeOpReply, parseOpQuery } from '../wire/opquery.js';
 import { decompressMessage } from '../wire/compression.js';
-import { BsonType, findElement } from '../wire/bson-bytes.js';
+import { BsonType, findElement, firstKey } from '../wire/bson-bytes.js';
+import { hoistDocumentArray } from '../wire/bson-edit.js';
 import { lookupCommand, type CommandSpec } from '../policy/commands.js';
 import { decodeDocument, encodeDocument } from '../policy/decode.js';
 import type { CursorView, ReplyPlan, RewrittenCommand } from '../policy/handler.js';
@@ -686,7 +687,7 @@ export class ClientConnection {
   }
 
   private async handleOpMsg(msg: Buffer): Promise<void> {
-    const parsed = parseOpMsg(msg);
+    const parsed = withInsertedDocumentsAsSequence(parseOpMsg(msg));
     const moreToCome = (parsed.flags & MsgFlag.MORE_TO_COME) !== 0;
     const cmd = decodeDocument(parsed.body);
     const name = Object.keys(cmd)[0] ?? '';
@@ -1173,4 +1174,15 @@ function toBigInt(v: unknown): bigint | undefined {
     return Number.isInteger(n) ? BigInt(n) : undefined;
   }
   return undefined;
+}
+
+/**
+ * An insert whose documents are in the body (the Node driver's form) as the same insert with them in
+ * a kind-1 sequence (PyMongo's): the documents are then stamped as bytes instead of being decoded and
+ * encoded again, and every occurrence of a duplicated tag key is checked.
+ */
+function withInsertedDocumentsAsSequence(parsed: OpMsg): OpMsg {
+  if (parsed.sequences.length > 0 || firstKey(parsed.body, 0) !== 'insert') return parsed;
+  const hoisted = hoistDocumentArray(parsed.body, 'documents');
+  return hoisted ? { ...parsed, body: hoisted.body, sequences: [{ identifier: 'documents', documents: hoisted.documents }] } : parsed;
 }

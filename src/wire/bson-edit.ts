@@ -648,3 +648,52 @@ export function rewriteDocumentField(
   };
   return editDocument(out, body, 0, editAt(0)) ? out.finish() : body;
 }
+
+/**
+ * Takes the top-level array `field` out of a command body, as the documents of a kind-1 sequence of
+ * the same name: OP_MSG allows either form and they mean the same, and as a sequence the documents are
+ * stamped at the byte level, never decoded and encoded again (the Node driver sends inserts in the
+ * body). Undefined, and the body is used as sent, when there is no such array, when the field appears
+ * twice, or when the array is empty or holds anything but documents.
+ */
+export function hoistDocumentArray(body: Buffer, field: string): { body: Buffer; documents: Buffer[] } | undefined {
+  const name = fieldBytes(field);
+  const end = documentEnd(body, 0);
+  let found: BsonElement | undefined;
+  let p = 4;
+  while (p < end) {
+    const type = body[p]!;
+    const nameStart = p + 1;
+    const nameEnd = keyEnd(body, nameStart, end, 'element name');
+    const valueStart = nameEnd + 1;
+    const valueEnd = valueStart + valueSize(body, type, valueStart, end);
+    if (valueEnd > end) throw invalidBson('element value past end of document');
+    const el = { type, nameStart, nameEnd, valueStart, valueEnd };
+    if (nameIs(body, el, name)) {
+      if (found) return undefined;
+      found = el;
+    }
+    p = valueEnd;
+  }
+  if (!found || found.type !== BsonType.ARRAY) return undefined;
+  const documents: Buffer[] = [];
+  const arrayEnd = found.valueEnd - 1; // the array's final NUL
+  if (body[arrayEnd] !== 0) throw invalidBson(`${field}: array does not end with a NUL byte`);
+  let q = found.valueStart + 4;
+  while (q < arrayEnd) {
+    const type = body[q]!;
+    const valueStart = keyEnd(body, q + 1, arrayEnd, 'array index') + 1;
+    if (type !== BsonType.DOCUMENT) return undefined;
+    const size = valueSize(body, type, valueStart, arrayEnd);
+    if (valueStart + size > arrayEnd || body[valueStart + size - 1] !== 0) throw invalidBson(`${field}: malformed document in the array`);
+    documents.push(body.subarray(valueStart, valueStart + size));
+    q = valueStart + size;
+  }
+  if (documents.length === 0) return undefined;
+  const elementStart = found.nameStart - 1;
+  const out = Buffer.allocUnsafe(body.length - (found.valueEnd - elementStart));
+  body.copy(out, 0, 0, elementStart);
+  body.copy(out, elementStart, found.valueEnd);
+  out.writeInt32LE(out.length, 0);
+  return { body: out, documents };
+}

@@ -119,4 +119,19 @@ describe('bench smoke', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 300_000);
+  it('bench/run.mjs policy --smoke measures every policy case (decode + rewrite + encode, no I/O)', async () => {
+    assertBuilt();
+    const { stdout } = await promisify(execFile)(process.execPath, ['bench/run.mjs', 'policy', '--smoke'], {
+      cwd: ROOT,
+      timeout: 60_000,
+    });
+    const rows = stdout.split('\n').filter((l) => / ops\/s .* µs\/op$/.test(l));
+    expect(rows.map((l) => l.split(/\s{2,}/)[0])).toEqual([
+      'find (decode + rewrite + encode)',
+      'insert of 1000 documents, kind-1 (stamp at the byte level)',
+      'aggregate with $lookup',
+      'find reply of 101 documents (ns + strip tag, byte level)',
+    ]);
+    for (const row of rows) expect(Number(/([\d,]+) ops\/s/.exec(row)![1]!.replace(/,/g, '')), row).toBeGreaterThan(0);
+  }, 90_000);
 });

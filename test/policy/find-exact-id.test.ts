@@ -152,7 +152,7 @@ describe('find exact-_id fast path: other arguments', () => {
     expect(sent(rw({ count: 'c', query: { _id: 'a' }, $db: 'x' })).query).toEqual({ _id: 'a', app_id: 'app1' });
     expect(sent(rw({ distinct: 'c', key: 'v', query: { _id: 'a' }, $db: 'x' })).query).toEqual({ _id: 'a', app_id: 'app1' });
     const agg = sent(rw({ aggregate: 'c', pipeline: [{ $match: { _id: 'a' } }], cursor: {}, $db: 'x' }));
-    expect(agg.pipeline[0]).toEqual({ $match: { app_id: 'app1' } });
+    expect(agg.pipeline[0]).toEqual({ $match: { _id: 'a', app_id: 'app1' } });
   });
 });
 

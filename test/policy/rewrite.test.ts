@@ -137,11 +137,31 @@ describe('rewritten commands (exact output)', () => {
       { aggregate: 'app1_c', pipeline: [{ $match: TAG }, HIDE, { $group: { _id: '$g', n: { $sum: 1 } } }], cursor: {}, $db: DB },
     ],
     [
+      "aggregate: the app's leading $match takes the tag, before the tag is hidden",
+      { aggregate: 'c', pipeline: [{ $match: { category: 'a', n: { $gt: 1 } } }, { $group: { _id: '$g', n: { $sum: 1 } } }], cursor: {}, $db: 'x' },
+      { aggregate: 'app1_c', pipeline: [{ $match: { category: 'a', n: { $gt: 1 }, ...TAG } }, HIDE, { $group: { _id: '$g', n: { $sum: 1 } } }], cursor: {}, $db: DB },
+    ],
+    [
+      'aggregate: a leading $match that names the tag runs after the tag is hidden',
+      { aggregate: 'c', pipeline: [{ $match: { app_id: 'app1' } }], cursor: {}, $db: 'x' },
+      { aggregate: 'app1_c', pipeline: [{ $match: TAG }, HIDE, { $match: { app_id: 'app1' } }], cursor: {}, $db: DB },
+    ],
+    [
+      'aggregate: a leading $match whose $expr reads the tag runs after the tag is hidden',
+      { aggregate: 'c', pipeline: [{ $match: { $expr: { $eq: ['$app_id', 'app2'] } } }], cursor: {}, $db: 'x' },
+      { aggregate: 'app1_c', pipeline: [{ $match: TAG }, HIDE, { $match: { $expr: { $eq: ['$app_id', 'app2'] } } }], cursor: {}, $db: DB },
+    ],
+    [
+      'aggregate: a leading $match on a path under the tag runs after the tag is hidden',
+      { aggregate: 'c', pipeline: [{ $match: { $or: [{ 'app_id.x': 1 }, { k: 2 }] } }], cursor: {}, $db: 'x' },
+      { aggregate: 'app1_c', pipeline: [{ $match: TAG }, HIDE, { $match: { $or: [{ 'app_id.x': 1 }, { k: 2 }] } }], cursor: {}, $db: DB },
+    ],
+    [
       'aggregate: $lookup pipeline form',
       { aggregate: 'a', pipeline: [{ $lookup: { from: 'b', let: { x: '$x' }, pipeline: [{ $match: { y: 1 } }], as: 'j' } }], cursor: {}, $db: 'x' },
       {
         aggregate: 'app1_a',
-        pipeline: [{ $match: TAG }, HIDE, { $lookup: { from: 'app1_b', let: { x: '$x' }, pipeline: [{ $match: TAG }, HIDE, { $match: { y: 1 } }], as: 'j' } }],
+        pipeline: [{ $match: TAG }, HIDE, { $lookup: { from: 'app1_b', let: { x: '$x' }, pipeline: [{ $match: { y: 1, ...TAG } }, HIDE], as: 'j' } }],
         cursor: {},
         $db: DB,
       },
@@ -250,7 +270,7 @@ describe('rewritten commands (exact output)', () => {
     [
       'create a view: source mapped, pipeline scoped',
       { create: 'v', viewOn: 'c', pipeline: [{ $match: { a: 1 } }], $db: 'x' },
-      { create: 'app1_v', viewOn: 'app1_c', pipeline: [{ $match: TAG }, { $match: { a: 1 } }, { $set: { app_id: { $literal: 'app1' } } }], $db: DB },
+      { create: 'app1_v', viewOn: 'app1_c', pipeline: [{ $match: { a: 1, ...TAG } }, { $set: { app_id: { $literal: 'app1' } } }], $db: DB },
     ],
     ['drop', { drop: 'c', $db: 'x' }, { drop: 'app1_c', $db: DB }],
     [
