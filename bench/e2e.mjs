@@ -27,6 +27,7 @@ import { prepare, runLoads } from './lib/load.mjs';
 import {
   CLI,
   ROOT,
+  commandLine,
   gitState,
   machine,
   makeConfigDir,
@@ -40,12 +41,7 @@ import { median, round } from './lib/stats.mjs';
 import { WORKLOADS } from './lib/workloads.mjs';
 
 // ---- Options.
-const argv = process.argv.slice(2);
-const has = (name) => argv.includes(name);
-const opt = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : fallback;
-};
+const { has, opt } = commandLine();
 const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
 const numbers = (s) => list(s).map(Number);
 if (has('--help')) {

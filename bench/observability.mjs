@@ -34,6 +34,7 @@ import {
   BENCH_APP,
   CLI,
   ROOT,
+  commandLine,
   gitState,
   machine,
   makeConfigDir,
@@ -46,12 +47,7 @@ import { printSummary, summarize } from './lib/profile-summary.mjs';
 import { median, round } from './lib/stats.mjs';
 
 // ---- Options.
-const argv = process.argv.slice(2);
-const has = (name) => argv.includes(name);
-const opt = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : fallback;
-};
+const { has, opt } = commandLine();
 const smoke = has('--smoke');
 const settings = {
   repetitions: Number(opt('--reps', smoke ? '1' : '10')),

@@ -26,15 +26,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { prepare, runLoad } from './lib/load.mjs';
-import { BENCH_APP, ROOT, gitState, machine, makeConfigDir, sampleProcess, startFastUpstreamProcess, startProxy } from './lib/processes.mjs';
+import { BENCH_APP, ROOT, commandLine, gitState, machine, makeConfigDir, sampleProcess, startFastUpstreamProcess, startProxy, waitForMessage } from './lib/processes.mjs';
 import { round } from './lib/stats.mjs';
 
-const argv = process.argv.slice(2);
-const has = (name) => argv.includes(name);
-const opt = (name, fallback) => {
-  const i = argv.indexOf(name);
-  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : fallback;
-};
+const { has, opt } = commandLine();
 const smoke = has('--smoke');
 const settings = {
   connections: Number(opt('--connections', smoke ? '200' : '10000')),
@@ -89,23 +84,7 @@ function getJSON(port, urlPath) {
 
 // ---- Raw-client processes.
 function waitFor(child, type, timeoutMS = 300_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => done(new Error(`raw client: no '${type}' within ${timeoutMS} ms`)), timeoutMS);
-    const onMessage = (m) => {
-      if (m.type === type) done(undefined, m);
-      else if (m.type === 'error') done(new Error(`raw client failed: ${m.message}`));
-    };
-    const onExit = (code) => done(new Error(`raw client exited with code ${code} while waiting for '${type}'`));
-    const done = (err, m) => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve(m);
-    };
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-  });
+  return waitForMessage(child, type, timeoutMS, 'raw client');
 }
 
 async function startClients(n) {

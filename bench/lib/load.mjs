@@ -6,7 +6,7 @@ import { fork } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MongoClient } from 'mongodb';
-import { sampleProcess } from './processes.mjs';
+import { sampleProcess, waitForMessage } from './processes.mjs';
 import { LatencyHistogram, round } from './stats.mjs';
 import { WORKLOADS } from './workloads.mjs';
 
@@ -33,24 +33,8 @@ function split(total, workers) {
   return Array.from({ length: n }, (_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
 }
 
-function waitFor(child, type, timeoutMS) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => done(new Error(`load worker: no '${type}' within ${timeoutMS} ms`)), timeoutMS);
-    const onMessage = (m) => {
-      if (m.type === type) done(undefined, m);
-      else if (m.type === 'error') done(new Error(`load worker failed: ${m.message}`));
-    };
-    const onExit = (code) => done(new Error(`load worker exited with code ${code} while waiting for '${type}'`));
-    const done = (err, m) => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve(m);
-    };
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-  });
+function waitFor(child, type, timeoutMS = 300_000) {
+  return waitForMessage(child, type, timeoutMS, 'load worker');
 }
 
 /**

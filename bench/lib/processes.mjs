@@ -268,3 +268,39 @@ export function machine() {
     loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
   };
 }
+
+/**
+ * The next IPC message of `type` from a forked helper process (a load worker, a raw client); rejects on
+ * its 'error' message, its exit, or the timeout. `what` names the process in errors.
+ */
+export function waitForMessage(child, type, timeoutMS, what) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`${what}: no '${type}' within ${timeoutMS} ms`)), timeoutMS);
+    const onMessage = (m) => {
+      if (m.type === type) done(undefined, m);
+      else if (m.type === 'error') done(new Error(`${what} failed: ${m.message}`));
+    };
+    const onExit = (code) => done(new Error(`${what} exited with code ${code} while waiting for '${type}'`));
+    const done = (err, m) => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(m);
+    };
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+/** The command line of a benchmark script: `has('--flag')`, `opt('--name', fallback)`. */
+export function commandLine(argv = process.argv.slice(2)) {
+  return {
+    argv,
+    has: (name) => argv.includes(name),
+    opt: (name, fallback) => {
+      const i = argv.indexOf(name);
+      return i >= 0 && i + 1 < argv.length ? argv[i + 1] : fallback;
+    },
+  };
+}

@@ -1,4 +1,5 @@
-import { BsonType, documentEnd, findElement, keyEnd, valueSize } from '../wire/bson-bytes.js';
+import { BsonType, findElement } from '../wire/bson-bytes.js';
+import { replyFailed } from '../wire/reply-status.js';
 import { rewriteCursorReply, rewriteDocumentField, stripField } from '../wire/bson-edit.js';
 import { decodeDocument, encodeDocument } from './decode.js';
 import type { CursorView, ReplyPlan } from './handler.js';
@@ -12,7 +13,7 @@ import { isDoc, type AppScope, type Doc } from './scope.js';
  * Returns `body` itself when nothing changes.
  */
 export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer): Buffer {
-  if (needsErrorMapping(body)) return mapErrors(scope, plan, body);
+  if (replyFailed(body)) return mapErrors(scope, plan, body);
   switch (plan.kind) {
     case 'plain':
       return body;
@@ -53,7 +54,7 @@ function mapExplain(scope: AppScope, appDb: string, collections: readonly string
 
 /** The reply to a cursor-opening command or a getMore, shown as the cursor's view says. */
 export function rewriteCursorBatch(scope: AppScope, view: CursorView, body: Buffer): Buffer {
-  if (needsErrorMapping(body)) return mapErrors(scope, { kind: 'plain', appDb: view.appDb, collections: [] }, body);
+  if (replyFailed(body)) return mapErrors(scope, { kind: 'plain', appDb: view.appDb, collections: [] }, body);
   return rewriteDocuments(scope, view, body);
 }
 
@@ -135,44 +136,6 @@ function showIndexes(scope: AppScope, appDb: string, batch: unknown[]): unknown[
   return batch.map((index) =>
     isDoc(index) && typeof index.ns === 'string' ? { ...index, ns: logicalNamespace(scope, appDb, index.ns) ?? index.ns } : index,
   );
-}
-
-const OK = Buffer.from('ok');
-const WRITE_ERRORS = Buffer.from('writeErrors');
-const WRITE_CONCERN_ERROR = Buffer.from('writeConcernError');
-
-function nameIs(buf: Buffer, start: number, end: number, name: Buffer): boolean {
-  const len = name.length;
-  if (end - start !== len) return false;
-  for (let i = 0; i < len; i++) if (buf[start + i] !== name[i]) return false;
-  return true;
-}
-
-/**
- * ok: 0, or write errors: messages may name physical collections. One bounds-checked walk of the top
- * level (every occurrence of `ok` counts, as the first one found did before).
- */
-export function needsErrorMapping(body: Buffer): boolean {
-  const end = documentEnd(body, 0);
-  let p = 4;
-  let okSeen = false;
-  while (p < end) {
-    const type = body[p]!;
-    const nameStart = p + 1;
-    const nameEnd = keyEnd(body, nameStart, end, 'element name');
-    const valueStart = nameEnd + 1;
-    const valueEnd = valueStart + valueSize(body, type, valueStart, end);
-    if (valueEnd > end) return findElement(body, 0, 'ok') !== undefined; // throws InvalidBSON, as before
-    if (!okSeen && nameIs(body, nameStart, nameEnd, OK)) {
-      okSeen = true;
-      const v = type === BsonType.DOUBLE ? body.readDoubleLE(valueStart) : type === BsonType.INT32 ? body.readInt32LE(valueStart) : 1;
-      if (v !== 1) return true;
-    } else if (nameIs(body, nameStart, nameEnd, WRITE_ERRORS) || nameIs(body, nameStart, nameEnd, WRITE_CONCERN_ERROR)) {
-      return true;
-    }
-    p = valueEnd;
-  }
-  return false;
 }
 
 /**

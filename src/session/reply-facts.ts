@@ -1,5 +1,6 @@
 import type { Document } from 'bson';
-import { BsonType, documentEnd, findElement, forEachElement, keyEnd, valueSize, type BsonElement } from '../wire/bson-bytes.js';
+import { BsonType, findElement, forEachElement } from '../wire/bson-bytes.js';
+import { numberAt, replyFailed } from '../wire/reply-status.js';
 import { Outcome, type OutcomeCode } from '../observability/metrics.js';
 
 /**
@@ -7,53 +8,9 @@ import { Outcome, type OutcomeCode } from '../observability/metrics.js';
  * are counted element by element without decoding a document).
  */
 
-const OK = Buffer.from('ok');
-const WRITE_ERRORS = Buffer.from('writeErrors');
-const WRITE_CONCERN_ERROR = Buffer.from('writeConcernError');
-
-function named(buf: Buffer, el: BsonElement, name: Buffer): boolean {
-  const len = name.length;
-  if (el.nameEnd - el.nameStart !== len) return false;
-  for (let i = 0; i < len; i++) if (buf[el.nameStart + i] !== name[i]) return false;
-  return true;
-}
-
-function numberAt(buf: Buffer, el: BsonElement): number | undefined {
-  switch (el.type) {
-    case BsonType.DOUBLE:
-      return buf.readDoubleLE(el.valueStart);
-    case BsonType.INT32:
-      return buf.readInt32LE(el.valueStart);
-    case BsonType.INT64:
-      return Number(buf.readBigInt64LE(el.valueStart));
-    case BsonType.BOOLEAN:
-      return buf[el.valueStart] === 1 ? 1 : 0;
-    default:
-      return undefined;
-  }
-}
-
-/** ok unless the reply says `ok: 0` or carries writeErrors / writeConcernError. One closure-free walk. */
+/** ok unless the reply says `ok: 0` or carries writeErrors / writeConcernError. */
 export function replyOutcome(body: Buffer): OutcomeCode {
-  let outcome: OutcomeCode = Outcome.OK;
-  const end = documentEnd(body, 0);
-  let p = 4;
-  while (p < end) {
-    const type = body[p]!;
-    const nameStart = p + 1;
-    const nameEnd = keyEnd(body, nameStart, end, 'element name');
-    const valueStart = nameEnd + 1;
-    const valueEnd = valueStart + valueSize(body, type, valueStart, end);
-    if (valueEnd > end) forEachElement(body, 0, () => false); // throws InvalidBSON
-    const el: BsonElement = { type, nameStart, nameEnd, valueStart, valueEnd };
-    if (named(body, el, OK)) {
-      if (numberAt(body, el) !== 1) outcome = Outcome.ERROR;
-    } else if (named(body, el, WRITE_ERRORS) || named(body, el, WRITE_CONCERN_ERROR)) {
-      outcome = Outcome.ERROR;
-    }
-    p = valueEnd;
-  }
-  return outcome;
+  return replyFailed(body) ? Outcome.ERROR : Outcome.OK;
 }
 
 /** Elements of the array (or document) whose value starts at `offset`. */

@@ -143,24 +143,71 @@ export function documentEnd(buf: Buffer, offset: number): number {
 }
 
 /**
+ * The top-level elements of one document, one at a time, for hot loops: no closure and no object per
+ * element (the cursor's fields describe the current element and are overwritten by next()). Bounds are
+ * checked as the walk goes: malformed bytes throw InvalidBSON, never a RangeError; nested documents are
+ * not entered.
+ */
+export class ElementCursor implements BsonElement {
+  type = 0;
+  nameStart = 0;
+  nameEnd = 0;
+  valueStart = 0;
+  valueEnd = 0;
+  /** Offset of the document's final NUL. */
+  readonly end: number;
+
+  /** Checks the document at `offset` of `buf`; the first next() moves to its first element. */
+  constructor(
+    readonly buf: Buffer,
+    offset: number,
+  ) {
+    this.end = documentEnd(buf, offset);
+    this.valueEnd = offset + 4;
+  }
+
+  /** Moves to the next element; false after the last one. */
+  next(): boolean {
+    const { buf, end } = this;
+    const p = this.valueEnd;
+    if (p >= end) return false;
+    this.type = buf[p]!;
+    this.nameStart = p + 1;
+    this.nameEnd = keyEnd(buf, p + 1, end, 'element name');
+    this.valueStart = this.nameEnd + 1;
+    this.valueEnd = this.valueStart + valueSize(buf, this.type, this.valueStart, end);
+    if (this.valueEnd > end) throw invalidBson('element value past end of document');
+    return true;
+  }
+
+  /** Whether the current element's name is exactly these bytes. */
+  nameIs(name: Uint8Array): boolean {
+    return nameIs(this.buf, this, name);
+  }
+
+  /** The current element as a plain object (to keep it past next()). */
+  element(): BsonElement {
+    return { type: this.type, nameStart: this.nameStart, nameEnd: this.nameEnd, valueStart: this.valueStart, valueEnd: this.valueEnd };
+  }
+}
+
+/** Whether the element's name is exactly these bytes (a plain loop: names are short). */
+export function nameIs(buf: Buffer, el: BsonElement, name: Uint8Array): boolean {
+  const len = name.length;
+  if (el.nameEnd - el.nameStart !== len) return false;
+  const s = el.nameStart;
+  for (let i = 0; i < len; i++) if (buf[s + i] !== name[i]) return false;
+  return true;
+}
+
+/**
  * Calls `visit` for each top-level element of the document at `offset`, stopping early when it
  * returns true. Bounds are checked (malformed bytes throw InvalidBSON, never a RangeError); nested
  * documents are not entered.
  */
 export function forEachElement(buf: Buffer, offset: number, visit: (el: BsonElement) => boolean | void): void {
-  const end = documentEnd(buf, offset);
-  let p = offset + 4;
-  while (p < end) {
-    const type = buf[p]!;
-    const nameStart = p + 1;
-    const nameEnd = keyEnd(buf, nameStart, end, 'element name');
-    const valueStart = nameEnd + 1;
-    const len = valueSize(buf, type, valueStart, end);
-    const valueEnd = valueStart + len;
-    if (valueEnd > end) throw invalidBson('element value past end of document');
-    if (visit({ type, nameStart, nameEnd, valueStart, valueEnd })) return;
-    p = valueEnd;
-  }
+  const el = new ElementCursor(buf, offset);
+  while (el.next()) if (visit(el.element())) return;
 }
 
 /** UTF-8 bytes of the names looked up by findElement (a handful of fixed field names). */
@@ -183,23 +230,8 @@ function nameBytes(name: string): Buffer {
  */
 export function findElement(buf: Buffer, offset: number, name: string | Uint8Array): BsonElement | undefined {
   const bytes = typeof name === 'string' ? nameBytes(name) : name;
-  const len = bytes.length;
-  const end = documentEnd(buf, offset);
-  let p = offset + 4;
-  while (p < end) {
-    const type = buf[p]!;
-    const nameStart = p + 1;
-    const nameEnd = keyEnd(buf, nameStart, end, 'element name');
-    const valueStart = nameEnd + 1;
-    const valueEnd = valueStart + valueSize(buf, type, valueStart, end);
-    if (valueEnd > end) throw invalidBson('element value past end of document');
-    if (nameEnd - nameStart === len) {
-      let i = 0;
-      while (i < len && buf[nameStart + i] === bytes[i]) i++;
-      if (i === len) return { type, nameStart, nameEnd, valueStart, valueEnd };
-    }
-    p = valueEnd;
-  }
+  const el = new ElementCursor(buf, offset);
+  while (el.next()) if (el.nameIs(bytes)) return el.element();
   return undefined;
 }
 

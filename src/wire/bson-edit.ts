@@ -1,4 +1,4 @@
-import { BsonType, documentEnd, forEachElement, invalidBson, keyEnd, valueSize, type BsonElement } from './bson-bytes.js';
+import { BsonType, ElementCursor, forEachElement, invalidBson, nameIs, type BsonElement } from './bson-bytes.js';
 import { FieldConflictError, WireError } from './errors.js';
 
 /**
@@ -34,14 +34,6 @@ const INVALID_BSON = 22;
 function fieldBytes(name: string): Buffer {
   if (name.includes('\0')) throw new TypeError('a BSON field name cannot contain a NUL character');
   return Buffer.from(name, 'utf8');
-}
-
-function nameIs(buf: Buffer, el: BsonElement, name: Buffer): boolean {
-  const len = name.length;
-  if (el.nameEnd - el.nameStart !== len) return false;
-  const s = el.nameStart;
-  for (let i = 0; i < len; i++) if (buf[s + i] !== name[i]) return false;
-  return true;
 }
 
 /** Whether a STRING element's value is exactly `value` (UTF-8 bytes, without the NUL). */
@@ -284,27 +276,13 @@ class FieldStripper {
 
   /** Finds the elements to drop; returns whether there is any. A plain loop: this runs per batch document. */
   scan(offset: number): boolean {
-    const { buf, name } = this;
-    const len = name.length;
     this.count = 0;
-    const end = documentEnd(buf, offset);
-    let p = offset + 4;
-    while (p < end) {
-      const type = buf[p]!;
-      const nameStart = p + 1;
-      const nameEnd = keyEnd(buf, nameStart, end, 'element name');
-      const valueStart = nameEnd + 1;
-      const valueEnd = valueStart + valueSize(buf, type, valueStart, end);
-      if (valueEnd > end) throw invalidBson('element value past end of document');
-      if (nameEnd - nameStart === len) {
-        let i = 0;
-        while (i < len && buf[nameStart + i] === name[i]) i++;
-        if (i === len) {
-          this.hits[this.count++] = p;
-          this.hits[this.count++] = valueEnd;
-        }
+    const el = new ElementCursor(this.buf, offset);
+    while (el.next()) {
+      if (el.nameIs(this.name)) {
+        this.hits[this.count++] = el.nameStart - 1;
+        this.hits[this.count++] = el.valueEnd;
       }
-      p = valueEnd;
     }
     return this.count > 0;
   }
@@ -372,32 +350,16 @@ function makeStamp(name: string, value: string): Stamp {
  */
 function needsStamp(doc: Buffer, stamp: Stamp, index?: number): boolean {
   wholeDocumentSize(doc, 'stamped document');
-  const name = stamp.nameBytes;
-  const len = name.length;
   let occurrences = 0;
   let conflict: string | undefined;
-  // A plain loop (no element objects, no closure): this runs once per inserted document.
-  const end = documentEnd(doc, 0);
-  let p = 4;
-  while (p < end) {
-    const type = doc[p]!;
-    const nameStart = p + 1;
-    const nameEnd = keyEnd(doc, nameStart, end, 'element name');
-    const valueStart = nameEnd + 1;
-    const valueEnd = valueStart + valueSize(doc, type, valueStart, end);
-    if (valueEnd > end) throw invalidBson('element value past end of document');
-    if (nameEnd - nameStart === len) {
-      let i = 0;
-      while (i < len && doc[nameStart + i] === name[i]) i++;
-      if (i === len) {
-        occurrences++;
-        const el: BsonElement = { type, nameStart, nameEnd, valueStart, valueEnd };
-        if (conflict === undefined && !(type === BsonType.STRING && stringIs(doc, el, stamp.valueBytes))) {
-          conflict = describeElement(doc, el);
-        }
-      }
+  // An element cursor (no object per element, no closure): this runs once per inserted document.
+  const el = new ElementCursor(doc, 0);
+  while (el.next()) {
+    if (!el.nameIs(stamp.nameBytes)) continue;
+    occurrences++;
+    if (conflict === undefined && !(el.type === BsonType.STRING && stringIs(doc, el, stamp.valueBytes))) {
+      conflict = describeElement(doc, el);
     }
-    p = valueEnd;
   }
   if (conflict !== undefined) throw new FieldConflictError(stamp.name, conflict, occurrences, index);
   return occurrences === 0;
@@ -658,36 +620,19 @@ export function rewriteDocumentField(
  */
 export function hoistDocumentArray(body: Buffer, field: string): { body: Buffer; documents: Buffer[] } | undefined {
   const name = fieldBytes(field);
-  const end = documentEnd(body, 0);
   let found: BsonElement | undefined;
-  let p = 4;
-  while (p < end) {
-    const type = body[p]!;
-    const nameStart = p + 1;
-    const nameEnd = keyEnd(body, nameStart, end, 'element name');
-    const valueStart = nameEnd + 1;
-    const valueEnd = valueStart + valueSize(body, type, valueStart, end);
-    if (valueEnd > end) throw invalidBson('element value past end of document');
-    const el = { type, nameStart, nameEnd, valueStart, valueEnd };
-    if (nameIs(body, el, name)) {
-      if (found) return undefined;
-      found = el;
-    }
-    p = valueEnd;
+  const el = new ElementCursor(body, 0);
+  while (el.next()) {
+    if (!el.nameIs(name)) continue;
+    if (found) return undefined;
+    found = el.element();
   }
   if (!found || found.type !== BsonType.ARRAY) return undefined;
   const documents: Buffer[] = [];
-  const arrayEnd = found.valueEnd - 1; // the array's final NUL
-  if (body[arrayEnd] !== 0) throw invalidBson(`${field}: array does not end with a NUL byte`);
-  let q = found.valueStart + 4;
-  while (q < arrayEnd) {
-    const type = body[q]!;
-    const valueStart = keyEnd(body, q + 1, arrayEnd, 'array index') + 1;
-    if (type !== BsonType.DOCUMENT) return undefined;
-    const size = valueSize(body, type, valueStart, arrayEnd);
-    if (valueStart + size > arrayEnd || body[valueStart + size - 1] !== 0) throw invalidBson(`${field}: malformed document in the array`);
-    documents.push(body.subarray(valueStart, valueStart + size));
-    q = valueStart + size;
+  const item = new ElementCursor(body, found.valueStart);
+  while (item.next()) {
+    if (item.type !== BsonType.DOCUMENT) return undefined;
+    documents.push(body.subarray(item.valueStart, item.valueEnd));
   }
   if (documents.length === 0) return undefined;
   const elementStart = found.nameStart - 1;

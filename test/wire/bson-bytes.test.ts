@@ -18,7 +18,7 @@ import {
   type Document,
 } from 'bson';
 import { BsonType, checkDocumentBounds, checkNestingDepth, findElement, firstKey, forEachElement, type BsonElement } from '../../src/wire/bson-bytes.js';
-import { needsErrorMapping } from '../../src/policy/reply.js';
+import { replyFailed } from '../../src/wire/reply-status.js';
 import { replyOutcome } from '../../src/session/reply-facts.js';
 import { Outcome } from '../../src/observability/metrics.js';
 import { WireError } from '../../src/wire/errors.js';
@@ -309,7 +309,7 @@ describe('checkDocumentBounds', () => {
 });
 
 /** The walks written without closures (hot path) agree with forEachElement on any bytes. */
-describe('closure-free walks (findElement, checkNestingDepth, needsErrorMapping, replyOutcome)', () => {
+describe('closure-free walks (findElement, checkNestingDepth, replyFailed, replyOutcome)', () => {
   /** findElement as forEachElement finds it: the reference. */
   function referenceFind(buf: Buffer, name: string): BsonElement | undefined {
     let found: BsonElement | undefined;
@@ -367,7 +367,7 @@ describe('closure-free walks (findElement, checkNestingDepth, needsErrorMapping,
     }
   });
 
-  it('needsErrorMapping and replyOutcome read ok / writeErrors / writeConcernError, and throw only InvalidBSON (property)', () => {
+  it('replyFailed and replyOutcome read ok / writeErrors / writeConcernError, and throw only InvalidBSON (property)', () => {
     const cases: [Document, boolean][] = [
       [{ ok: 1 }, false],
       [{ ok: 1.0, n: 1 }, false],
@@ -375,10 +375,13 @@ describe('closure-free walks (findElement, checkNestingDepth, needsErrorMapping,
       [{ cursor: { id: 0, ns: 'a.b', firstBatch: [] }, ok: 1 }, false],
       [{ n: 0, writeErrors: [{ index: 0, code: 11000, errmsg: 'dup' }], ok: 1 }, true],
       [{ n: 1, writeConcernError: { code: 64, errmsg: 'wc' }, ok: 1 }, true],
+      [{ ok: false }, true],
+      [{ ok: true }, false],
+      [{ ok: 'yes' }, false],
     ];
     for (const [doc, error] of cases) {
       const buf = Buffer.from(serialize(doc));
-      expect(needsErrorMapping(buf)).toBe(error);
+      expect(replyFailed(buf)).toBe(error);
       expect(replyOutcome(buf)).toBe(error ? Outcome.ERROR : Outcome.OK);
     }
     const base = Buffer.from(serialize({ cursor: { id: 0, ns: 'a.b', firstBatch: [{ a: 1 }] }, writeErrors: [], ok: 1 }));
@@ -390,7 +393,7 @@ describe('closure-free walks (findElement, checkNestingDepth, needsErrorMapping,
           let buf = Buffer.from(base);
           for (const [at, v] of bytes) buf[at] = v;
           if (cut !== null) buf = buf.subarray(0, cut);
-          onlyInvalidBson(() => needsErrorMapping(buf));
+          onlyInvalidBson(() => replyFailed(buf));
           onlyInvalidBson(() => replyOutcome(buf));
         },
       ),
