@@ -3,6 +3,7 @@
 //   e2e            direct / plain TCP relay / proxy on FerretDB and on the fast responder (bench/e2e.mjs)
 //   observability  the cost of logging + metrics on the request path (bench/observability.mjs)
 //   policy         the policy layer's rewrite functions, no I/O (bench/policy.mjs)
+//   scale          idle connections, the connect + authenticate rate, --workers 1 vs 2 (bench/scale.mjs)
 // Options after the suite names go to every suite run (e.g. `npm run bench -- e2e --reps 1`).
 // --smoke runs every suite in its few-seconds mode (what the test suite checks, so the benchmarks cannot
 // rot); it never judges the numbers.
