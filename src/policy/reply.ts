@@ -10,10 +10,10 @@ import { isDoc, type AppScope, type Doc } from './scope.js';
  * Rewrites a reply body for the app (pure; the data plane swaps the body). Replies that carry documents
  * (cursor batches, findAndModify's `value`) are edited at the byte level; the rare replies that need a
  * structural change (errors naming physical collections, listCollections, listIndexes) are decoded.
- * Returns `body` itself when nothing changes.
+ * Returns `body` itself when nothing changes. `failed`: replyFailed(body), when the caller has it already.
  */
-export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer): Buffer {
-  if (replyFailed(body)) return mapErrors(scope, plan, body);
+export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer, failed = replyFailed(body)): Buffer {
+  if (failed) return mapErrors(scope, plan, body);
   switch (plan.kind) {
     case 'plain':
       return body;

@@ -10,6 +10,7 @@ import { encodeOpMsg, parseOpMsg, readdressOpMsg, type OpMsg } from '../wire/opm
 import { encodeOpReply, parseOpQuery } from '../wire/opquery.js';
 import { decompressMessage } from '../wire/compression.js';
 import { BsonType, findElement, firstKey } from '../wire/bson-bytes.js';
+import { replyFailed } from '../wire/reply-status.js';
 import { hoistDocumentArray } from '../wire/bson-edit.js';
 import { lookupCommand, type CommandSpec } from '../policy/commands.js';
 import { decodeDocument, encodeDocument } from '../policy/decode.js';
@@ -176,6 +177,8 @@ export class ClientConnection {
   private reqUpstreamMS = -1;
   /** The upstream reply body (for the documents count of a slow-operation line). */
   private reqReply: Buffer | undefined;
+  /** Whether reqReply failed, when the forwarding path already knows (see forward). */
+  private reqReplyFailed: boolean | undefined;
   private reqSent = 0;
   private reqSlowMS = 0;
 
@@ -508,6 +511,7 @@ export class ClientConnection {
       this.reqLog = undefined;
       this.reqCmd = undefined;
       this.reqReply = undefined;
+      this.reqReplyFailed = undefined;
     }
   }
 
@@ -518,10 +522,13 @@ export class ClientConnection {
     const slow = this.reqSlowMS > 0 && ms > this.reqSlowMS && this.warnEnabled;
     let outcome = this.reqOutcome;
     if (outcome === Outcome.OK && this.reqReply && (this.instrumented || this.debugEnabled || slow)) {
-      try {
-        outcome = replyOutcome(this.reqReply);
-      } catch {
-        outcome = Outcome.ERROR;
+      if (this.reqReplyFailed !== undefined) outcome = this.reqReplyFailed ? Outcome.ERROR : Outcome.OK;
+      else {
+        try {
+          outcome = replyOutcome(this.reqReply);
+        } catch {
+          outcome = Outcome.ERROR;
+        }
       }
     }
     if (this.instrumented) {
@@ -787,8 +794,9 @@ export class ClientConnection {
   }
 
   /** An upstream reply body: its outcome and documents are read from it when the request is counted or logged. */
-  private noteReply(body: Buffer): void {
+  private noteReply(body: Buffer, failed?: boolean): void {
     this.reqReply = body;
+    this.reqReplyFailed = failed;
   }
 
   /**
@@ -895,7 +903,9 @@ export class ClientConnection {
     const reply = await this.roundTrip(address, out, moreToCome);
     if (!reply) return;
     const replyMsg = parseOpMsg(reply);
-    if (this.timed) this.noteReply(replyMsg.body);
+    // One walk of the reply's top level tells both the rewrite and the metrics whether it failed.
+    const failed = replyFailed(replyMsg.body);
+    if (this.timed) this.noteReply(replyMsg.body, failed);
     if (spec.cursor && plan.kind === 'cursor') {
       this.trackCursors(spec, cmd, replyMsg.body, address, scope.slug, plan.view, spec.cursor === 'opens' ? rewritten.body.lsid : undefined);
     }
@@ -907,7 +917,7 @@ export class ClientConnection {
       this.reply(OpCode.MSG, parsed.requestId, { ok: 1 });
       return;
     }
-    const body = rewriteReply(scope, plan, replyMsg.body);
+    const body = rewriteReply(scope, plan, replyMsg.body, failed);
     this.send(
       body === replyMsg.body
         ? readdressOpMsg(reply, this.replyIds.take(), parsed.requestId)

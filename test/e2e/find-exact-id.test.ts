@@ -208,3 +208,36 @@ describe('exact-_id find through the proxy (PyMongo)', () => {
     expect(sent[3]!.projection).toEqual({ title: 1, [proxy.tagField]: 1 });
   });
 });
+
+/**
+ * The aggregate counterpart (src/policy/pipeline.ts): the tag condition joins the app's own leading
+ * $match instead of preceding it. Same planted documents: whatever the app's $match selects, only its
+ * own come back.
+ */
+describe("aggregate: the tag joined to the app's leading $match", () => {
+  it('returns only the documents tagged with the app, and the upstream got one $match holding both conditions', async () => {
+    const items = app.db(db).collection('items');
+    const docs = await items.aggregate([{ $match: { title: { $in: ['kept', 'foreign', 'untagged', 'numeric tag', 'foreign oid', 'kept oid'] } } }, { $sort: { title: 1 } }]).toArray();
+    expect(docs).toEqual([
+      { _id: 'mine', title: 'kept', body: 'b' },
+      { _id: OID, title: 'kept oid' },
+    ]);
+    const sent = relay.commands('aggregate', { db: proxy.database, collection: 'playground_items' });
+    const pipeline = sent[sent.length - 1]!.body.pipeline as Document[];
+    expect(pipeline[0]).toEqual({ $match: { title: { $in: ['kept', 'foreign', 'untagged', 'numeric tag', 'foreign oid', 'kept oid'] }, [proxy.tagField]: 'playground' } });
+    expect(pipeline[1]).toEqual({ $unset: proxy.tagField });
+  });
+
+  it('a $match on the _id of a foreign document finds nothing; grouping counts only the app\'s documents', async () => {
+    const items = app.db(db).collection('items');
+    expect(await items.aggregate([{ $match: { _id: 'theirs' } }]).toArray()).toEqual([]);
+    expect(await items.aggregate([{ $match: { _id: FOREIGN_OID } }]).toArray()).toEqual([]);
+    expect(await items.aggregate([{ $match: { body: 'b' } }, { $group: { _id: null, n: { $sum: 1 } } }]).toArray()).toEqual([{ _id: null, n: 1 }]);
+  });
+
+  it('a leading $match naming the tag runs after the tag is hidden: it sees no tag', async () => {
+    const items = app.db(db).collection('items');
+    expect(await items.aggregate([{ $match: { [proxy.tagField]: 'shown' } }]).toArray()).toEqual([]);
+    expect(await items.aggregate([{ $match: { [proxy.tagField]: 'playground' } }]).toArray()).toEqual([]);
+  });
+});
