@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { BSONError, Binary, Long, deserialize, serialize, type Document } from 'bson';
+import { BSONError, Long, deserialize, serialize, type Document } from 'bson';
 import type { Logger } from '../observability/logger.js';
 import { MsgFlag, OpCode } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
@@ -957,9 +957,8 @@ export class ClientConnection {
   }
 
   private transactionKey(cmd: Document): string | undefined {
-    const id = (cmd.lsid as Document | undefined)?.id;
-    if (!(id instanceof Binary)) return undefined;
-    return `${this.owner}\0${Buffer.from(id.read(0, id.length())).toString('hex')}`;
+    const session = sessionKey(cmd.lsid);
+    return session === undefined ? undefined : `${this.owner}\0${session}`;
   }
 
   /**

@@ -1,8 +1,6 @@
-import { Binary, Long, deserialize, serialize } from 'bson';
+import { Binary, Long, type Document } from 'bson';
 import type { ConnectionPool } from './pool.js';
-import { UpstreamError } from './errors.js';
-import { upstreamRequestIds } from './connection.js';
-import { encodeOpMsg, parseOpMsg } from '../wire/opmsg.js';
+import { UpstreamCommandError } from './connection.js';
 
 /** Where a cursor lives and who opened it. */
 export interface CursorEntry {
@@ -156,17 +154,16 @@ export async function killCursorsOn(pool: ConnectionPool, ns: string, ids: reado
   const dot = ns.indexOf('.');
   if (dot <= 0) throw new Error(`cannot kill cursors of namespace '${ns}'`);
   const cmd = { killCursors: ns.slice(dot + 1), cursors: ids.map((id) => Long.fromBigInt(id)), $db: ns.slice(0, dot) };
-  const conn = pool.tryAcquire() ?? (await pool.acquire());
-  let reply: Buffer;
+  const conn = await pool.acquire();
+  let doc: Document;
   try {
-    const requestId = upstreamRequestIds.take();
-    reply = await conn.roundTrip(encodeOpMsg(requestId, 0, 0, serialize(cmd)), requestId);
+    doc = await conn.command(cmd);
   } catch (err) {
-    pool.discard(conn);
+    // A refused command leaves the connection usable; anything else (it closed, a bad reply) does not.
+    if (err instanceof UpstreamCommandError) pool.release(conn);
+    else pool.discard(conn);
     throw err;
   }
   pool.release(conn);
-  const doc = deserialize(parseOpMsg(reply).body);
-  if (Number(doc.ok) !== 1) throw new UpstreamError(`killCursors failed: ${String(doc.errmsg ?? doc.codeName ?? 'error')}`);
   return Array.isArray(doc.cursorsKilled) ? doc.cursorsKilled.length : 0;
 }
