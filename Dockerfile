@@ -12,7 +12,8 @@ ARG NODE_VERSION=22
 FROM node:${NODE_VERSION}-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-# Only the compiler is needed here; install scripts (native add-ons of dev tools such as mongosh) are not.
+# Only the compiler is needed here; install scripts (native add-ons of dev tools such as mongosh) are not,
+# nor this package's `prepare` (scripts/prepare.mjs builds dist/ in a clone; the next steps build it here).
 RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src

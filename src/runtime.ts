@@ -12,8 +12,9 @@ import { UpstreamProbe } from './observability/health.js';
 import { ProxyMetrics, type IndexSample, type PoolSample } from './observability/metrics.js';
 import { Upstream } from './upstream/index.js';
 import { ProxyServer } from './session/server.js';
-import { AppUsageTable } from './session/app-usage.js';
+import { AppUsageTable, type AppUsage } from './session/app-usage.js';
 import { DocumentCounts } from './session/document-counts.js';
+import { DEFAULT_OPEN_CURSORS, fairUpstreamShare } from './session/context.js';
 import { MAX_MESSAGE_SIZE } from './wire/constants.js';
 import { POOL_WAIT_BOUNDS } from './upstream/pool.js';
 import { performance } from 'node:perf_hooks';
@@ -141,11 +142,27 @@ export interface AppStatusEntry {
   /** Commands refused by limits or data_access since the proxy started. */
   refused: number;
   limits: Record<string, number>;
+  /** The app's share of the upstream now, and what its limits did about it (null: no app in force). */
+  upstream_share: UpstreamShareEntry | null;
   data_access: { read_only: boolean; collections: readonly string[] | null } | undefined;
   /** The reconciler's view (null when no reconciler runs or it has not seen the app yet). */
   indexes: AppIndexState | null;
   last_error: ManifestErrorEntry | null;
   warnings: readonly string[];
+}
+
+/** /apps: an app's share of the upstream (limits.upstream_connections, limits.open_cursors and the runtime's bounds). */
+export interface UpstreamShareEntry {
+  connections: { in_use: number; waiting: number; limit: number };
+  open_cursors: { open: number; limit: number };
+  /** Requests refused after waiting upstream.pool.wait_queue_timeout_ms for one of the app's connections. */
+  wait_timeouts: number;
+  /** Requests whose reply took longer than upstream.request_timeout_ms (answered NetworkTimeout). */
+  upstream_timeouts: number;
+  /** Commands refused because they opened a cursor beyond limits.open_cursors. */
+  cursor_refusals: number;
+  /** awaitData getMores whose maxTimeMS was lowered to upstream.max_await_time_ms. */
+  await_capped: number;
 }
 
 /** Starts the proxy and its HTTP side from a loaded configuration. */
@@ -217,6 +234,11 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       preAuthIdleTimeoutMS: config.preAuthIdleTimeoutMS,
       logicalSessionTimeoutMinutes: 30,
       ...(options.removedAppGraceMS !== undefined ? { removedAppGraceMS: options.removedAppGraceMS } : {}),
+      upstreamPoolSize: config.upstream.pool.maxSize,
+      openCursorsPerApp: DEFAULT_OPEN_CURSORS,
+      upstreamWaitQueueTimeoutMS: config.upstream.pool.waitQueueTimeoutMS,
+      upstreamRequestTimeoutMS: config.upstream.requestTimeoutMS,
+      maxAwaitTimeMS: config.upstream.maxAwaitTimeMS,
     },
   });
 
@@ -273,6 +295,8 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   metrics.setSources({
     pools: () => poolSamples(upstream),
     cursors: () => upstream.cursors.countByOwner(),
+    upstreamShares: () =>
+      [...usage.entries()].map((u) => ({ app: u.slug, held: u.upstreamInUse, waiting: u.upstreamWaiting, timeouts: u.upstreamTimeouts, awaitCapped: u.awaitCapped })),
     indexes: () => indexSamples(directory, reconciler),
     manifestErrors: () => directory.problems.length,
     apps: () => {
@@ -318,7 +342,15 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     apps: () => describeApps(),
     metrics: () => metrics.scrape(),
   });
-  const describeApps = (): AppsDocument => appsDocument(directory, usage, reconciler, metrics);
+  const shareOf = (m: AppManifest, u: AppUsage | undefined): UpstreamShareEntry => ({
+    connections: { in_use: u?.upstreamInUse ?? 0, waiting: u?.upstreamWaiting ?? 0, limit: m.limits.upstreamConnections ?? fairUpstreamShare(config.upstream.pool.maxSize, directory.current.size) },
+    open_cursors: { open: upstream.cursors.countOf(m.slug), limit: m.limits.openCursors ?? DEFAULT_OPEN_CURSORS },
+    wait_timeouts: u?.upstreamWaitTimeouts ?? 0,
+    upstream_timeouts: u?.upstreamTimeouts ?? 0,
+    cursor_refusals: u?.cursorRefusals ?? 0,
+    await_capped: u?.awaitCapped ?? 0,
+  });
+  const describeApps = (): AppsDocument => appsDocument(directory, usage, reconciler, metrics, shareOf);
 
   let proxyAddress: net.AddressInfo;
   let httpAddress: net.AddressInfo;
@@ -425,7 +457,13 @@ function indexSamples(directory: AppDirectory, reconciler: IndexReconcilerHook |
 }
 
 /** GET /apps: every manifest file's app (in force or failing), with usage and index state. */
-function appsDocument(directory: AppDirectory, usage: AppUsageTable, reconciler: IndexReconcilerHook | undefined, metrics: ProxyMetrics): AppsDocument {
+function appsDocument(
+  directory: AppDirectory,
+  usage: AppUsageTable,
+  reconciler: IndexReconcilerHook | undefined,
+  metrics: ProxyMetrics,
+  shareOf: (m: AppManifest, u: AppUsage | undefined) => UpstreamShareEntry,
+): AppsDocument {
   const apps: AppStatusEntry[] = [];
   const now = performance.now();
   for (const f of directory.files) {
@@ -458,6 +496,7 @@ function appsDocument(directory: AppDirectory, usage: AppUsageTable, reconciler:
       latency_ms: { p50: p50 ?? null, p99: p99 ?? null },
       refused: u?.refused ?? 0,
       limits,
+      upstream_share: m ? shareOf(m, u) : null,
       data_access: m ? { read_only: m.dataAccess.readOnly, collections: m.dataAccess.collections ?? null } : undefined,
       indexes: (m && reconciler?.stateOf(m.slug)) ?? null,
       last_error: f.error ? errorEntry(f.error) : null,

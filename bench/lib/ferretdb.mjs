@@ -39,6 +39,8 @@ export async function startFerretDB({ binary = buildFerretDB(), logLevel = 'erro
     [
       '--handler=sqlite',
       `--sqlite-url=file:${dir}/`,
+      // FerretDB writes state.json into --state-dir (default: the working directory, the repository).
+      `--state-dir=${dir}`,
       `--listen-addr=127.0.0.1:${port}`,
       '--telemetry=disable',
       `--log-level=${logLevel}`,

@@ -389,9 +389,21 @@ export const MANIFEST_SCHEMA: JsonSchema = {
           minimum: 1,
           description: 'The most documents one collection of the app may hold (checked against a periodically refreshed count).',
         },
+        upstream_connections: {
+          type: 'integer',
+          minimum: 1,
+          description:
+            "Upstream connections the app's requests may hold at once; further requests wait (up to upstream.pool.wait_queue_timeout_ms) for one of the app's own. Default: upstream.pool.max_size divided among the registered apps, but at least a quarter of it (and at least 2).",
+        },
+        open_cursors: {
+          type: 'integer',
+          minimum: 1,
+          description: 'Upstream cursors the app may keep open at once; a command that would open one more is refused and its cursor killed. Default: 1000.',
+        },
       },
-      'x-expected': 'a mapping with connections, operations_per_second, max_document_bytes, max_documents_per_collection',
-      description: 'Resource limits of the app; an absent key means no limit.',
+      'x-expected':
+        'a mapping with connections, operations_per_second, max_document_bytes, max_documents_per_collection, upstream_connections, open_cursors',
+      description: 'Resource limits of the app; an absent key means no limit (upstream_connections and open_cursors always have one).',
     },
     observability: {
       type: ['object', 'null'],

@@ -40,6 +40,10 @@ export interface AppLimits {
   readonly maxDocumentBytes?: number;
   /** Most documents a collection of the app may hold (checked against a periodically refreshed count). */
   readonly maxDocumentsPerCollection?: number;
+  /** Upstream connections the app's requests hold at once; absent: the runtime's fair share of the pool. */
+  readonly upstreamConnections?: number;
+  /** Upstream cursors the app may keep open at once; absent: the runtime's default. */
+  readonly openCursors?: number;
 }
 
 export interface DataAccess {

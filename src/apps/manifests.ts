@@ -182,7 +182,14 @@ interface ManifestFile {
   index_policy?: { reconcile?: 'report' | 'replace'; prune?: boolean } | null;
   data_access?: { read_only?: boolean; collections?: string[] } | null;
   websockets?: { path: string; collection: string; filter?: Record<string, unknown> }[] | null;
-  limits?: { connections?: number; operations_per_second?: number; max_document_bytes?: number; max_documents_per_collection?: number } | null;
+  limits?: {
+    connections?: number;
+    operations_per_second?: number;
+    max_document_bytes?: number;
+    max_documents_per_collection?: number;
+    upstream_connections?: number;
+    open_cursors?: number;
+  } | null;
   observability?: { slow_operation_ms?: number } | null;
 }
 
@@ -282,6 +289,8 @@ class ManifestBuilder {
           ...(limits.operations_per_second !== undefined ? { operationsPerSecond: limits.operations_per_second } : {}),
           ...(limits.max_document_bytes !== undefined ? { maxDocumentBytes: limits.max_document_bytes } : {}),
           ...(limits.max_documents_per_collection !== undefined ? { maxDocumentsPerCollection: limits.max_documents_per_collection } : {}),
+          ...(limits.upstream_connections !== undefined ? { upstreamConnections: limits.upstream_connections } : {}),
+          ...(limits.open_cursors !== undefined ? { openCursors: limits.open_cursors } : {}),
         },
         dataAccess,
         observability: { slowOperationMs: raw.observability?.slow_operation_ms },

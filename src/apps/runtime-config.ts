@@ -19,6 +19,10 @@ export interface RuntimeConfig {
     connectTimeoutMS: number;
     serverSelectionTimeoutMS: number;
     pool: { maxSize: number; maxIdleTimeMS: number; waitQueueTimeoutMS: number };
+    /** A request whose reply takes longer is failed (NetworkTimeout) and its upstream connection closed. */
+    requestTimeoutMS: number;
+    /** The cap on the maxTimeMS of awaitData getMores (tailable cursors, change streams). */
+    maxAwaitTimeMS: number;
   };
   logLevel: string;
   shutdownGraceMS: number;
@@ -67,6 +71,8 @@ export interface ConfigOverrides {
   poolMaxSize?: string | undefined;
   poolMaxIdleTimeMs?: string | undefined;
   poolWaitQueueTimeoutMs?: string | undefined;
+  upstreamRequestTimeoutMs?: string | undefined;
+  maxAwaitTimeMs?: string | undefined;
 }
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -123,6 +129,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'upstream.pool.max_size', env: 'MDB_POOL_MAX_SIZE', flag: '--pool-max-size', option: 'poolMaxSize', arg: '<n>', kind: 'int', min: 1, default: 100, help: 'raw connections per upstream server' },
   { key: 'upstream.pool.max_idle_time_ms', env: 'MDB_POOL_MAX_IDLE_TIME_MS', flag: '--pool-max-idle-time-ms', option: 'poolMaxIdleTimeMs', arg: '<ms>', kind: 'int', min: 1, default: 60_000, help: 'idle upstream connections older than this are closed' },
   { key: 'upstream.pool.wait_queue_timeout_ms', env: 'MDB_POOL_WAIT_QUEUE_TIMEOUT_MS', flag: '--pool-wait-queue-timeout-ms', option: 'poolWaitQueueTimeoutMs', arg: '<ms>', kind: 'int', min: 1, default: 30_000, help: 'how long a request may wait for a free upstream connection' },
+  { key: 'upstream.request_timeout_ms', env: 'MDB_UPSTREAM_REQUEST_TIMEOUT_MS', flag: '--upstream-request-timeout-ms', option: 'upstreamRequestTimeoutMs', arg: '<ms>', kind: 'int', min: 1000, default: 120_000, help: "how long a request may wait for the upstream's reply (longer when its maxTimeMS asks for more); then it fails with NetworkTimeout (89) and the upstream connection is closed" },
+  { key: 'upstream.max_await_time_ms', env: 'MDB_MAX_AWAIT_TIME_MS', flag: '--max-await-time-ms', option: 'maxAwaitTimeMs', arg: '<ms>', kind: 'int', min: 1, default: 10_000, help: 'the most a getMore of a tailable awaitData cursor or a change stream may wait upstream (its maxTimeMS is lowered to this)' },
 ];
 
 const SETTING_KEYS = new Set(SETTINGS.map((s) => s.key));
@@ -213,6 +221,8 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
         maxIdleTimeMS: int('upstream.pool.max_idle_time_ms'),
         waitQueueTimeoutMS: int('upstream.pool.wait_queue_timeout_ms'),
       },
+      requestTimeoutMS: int('upstream.request_timeout_ms'),
+      maxAwaitTimeMS: int('upstream.max_await_time_ms'),
     },
     logLevel: str('log_level'),
     shutdownGraceMS: int('shutdown_grace_ms'),

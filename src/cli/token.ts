@@ -6,6 +6,7 @@ import { CONFIG_DIR_SETTING, formatHostPort, loadRuntimeConfig } from '../apps/r
 import { SLUG_PATTERN } from '../apps/manifests.js';
 import { loadApps } from '../apps/registry.js';
 import { APPNAME_MAX_BYTES, mintToken, verifyAppToken } from '../apps/tokens.js';
+import { devEnvironment } from './dev-state.js';
 
 /** A problem the person running the command can fix; printed as is, exit 1. */
 export class CliError extends Error {
@@ -52,9 +53,11 @@ export function addTokenCommand(program: Command): void {
 /** Mints the token (returned) and reports on `note`. Throws CliError or ConfigError. */
 export async function runToken(slug: string, opts: TokenOptions, note: (line: string) => void): Promise<string> {
   const ttlSeconds = parseTtl(opts.ttl);
-  const config = loadRuntimeConfig(opts.config !== undefined ? { config: opts.config } : {});
+  // Beside `npm run dev`: its config, listen address and generated secrets, unless named here.
+  const env = devEnvironment(opts, process.env, note);
+  const config = loadRuntimeConfig(opts.config !== undefined ? { config: opts.config } : {}, env);
   if (!SLUG_PATTERN.test(slug)) throw new CliError(`'${slug}' is not an app slug (${SLUG_PATTERN.source}); see ${path.join(config.configDir, 'apps')}`);
-  const apps = loadApps(config.configDir);
+  const apps = loadApps(config.configDir, env);
   const app = apps.get(slug);
   if (!app) {
     const known = apps.slugs.join(', ') || 'none';

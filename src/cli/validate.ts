@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { CONFIG_DIR_SETTING } from '../apps/runtime-config.js';
 import { formatReport, validateConfigDir } from '../apps/validate.js';
+import { devEnvironment } from './dev-state.js';
 
 /** `mdb-runtime validate [--config DIR]`: checks runtime.yaml and every manifest, prints each problem. */
 export function addValidateCommand(program: Command): void {
@@ -22,7 +23,8 @@ export function addValidateCommand(program: Command): void {
       ].join('\n'),
     )
     .action((opts: { config?: string }) => {
-      const { text, status } = formatReport(validateConfigDir(opts.config));
+      // Beside `npm run dev`: its config directory, settings and generated secrets, unless named here.
+      const { text, status } = formatReport(validateConfigDir(opts.config, devEnvironment(opts)));
       process.stdout.write(text);
       process.exitCode = status;
     });

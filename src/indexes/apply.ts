@@ -1,6 +1,8 @@
 import type { Db, Document } from 'mongodb';
 import type { ManagedIndex } from '../apps/manifest-types.js';
 import { physicalNameOf, planIndexes, planScope, type EffectivePolicy, type IndexPlan, type PlannedIndex } from './plan.js';
+import type { UpstreamRefusal } from './types.js';
+import { unsupportedRefusal } from './unsupported.js';
 
 /**
  * Reading the upstream's indexes and carrying out a plan (issue 4 item 4): shared by the background
@@ -52,6 +54,8 @@ export interface ApplyEvents {
   start?(entry: PlannedIndex, step: Step): void;
   finish?(entry: PlannedIndex, step: Step, durationMS: number): void;
   fail?(entry: PlannedIndex, step: Step, error: string, durationMS: number): void;
+  /** The upstream cannot build the index (src/indexes/unsupported.ts): not a failure of the app. */
+  unsupported?(entry: PlannedIndex, refusal: UpstreamRefusal, durationMS: number): void;
 }
 
 export interface ApplyOutcome {
@@ -59,6 +63,10 @@ export interface ApplyOutcome {
   ok: boolean;
   /** Why it failed ("E11000 ...", with a hint for duplicates). */
   error?: string;
+  /** Set when the build failed because the upstream cannot build such an index. */
+  unsupported?: UpstreamRefusal;
+  /** For unsupported on a replace: the drifted index was dropped before the rebuild was refused. */
+  dropped?: boolean;
 }
 
 export interface ApplyResult {
@@ -83,6 +91,7 @@ export async function applyPlan(
   const outcomes: ApplyOutcome[] = [];
   for (const entry of todo) {
     if (!shouldContinue()) return { outcomes, aborted: true };
+    let refusal: UpstreamRefusal | undefined;
     const step = async (name: Step, run: () => Promise<unknown>): Promise<string | undefined> => {
       const started = performance.now();
       events.start?.(entry, name);
@@ -92,7 +101,9 @@ export async function applyPlan(
         return undefined;
       } catch (err) {
         const message = describeError(err);
-        events.fail?.(entry, name, message, Math.round(performance.now() - started));
+        refusal = name === 'create' ? unsupportedRefusal(err, entry.spec) : undefined;
+        if (refusal) events.unsupported?.(entry, refusal, Math.round(performance.now() - started));
+        else events.fail?.(entry, name, message, Math.round(performance.now() - started));
         return message;
       }
     };
@@ -111,7 +122,9 @@ export async function applyPlan(
         if (createError !== undefined) error = `the drifted index was dropped but rebuilding it failed: ${createError}`;
       }
     }
-    outcomes.push(error === undefined ? { entry, ok: true } : { entry, ok: false, error });
+    const done = refusal as UpstreamRefusal | undefined; // set inside step(): not narrowed here
+    if (done) outcomes.push({ entry, ok: false, error: error ?? done.errmsg, unsupported: done, ...(entry.operation === 'replace' ? { dropped: true } : {}) });
+    else outcomes.push(error === undefined ? { entry, ok: true } : { entry, ok: false, error });
   }
   return { outcomes, aborted: false };
 }

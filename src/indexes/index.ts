@@ -23,7 +23,8 @@ import crypto from 'node:crypto';
  * the state.
  */
 export { IndexReconciler, type IndexDefaults, type IndexReconcilerOptions } from './reconciler.js';
-export type { AppIndexState, IndexAction, IndexStatus } from './types.js';
+export type { AppIndexState, IndexAction, IndexStatus, UpstreamRefusal } from './types.js';
+export { UNSUPPORTED_COLLECTION, unsupportedRefusal, upstreamIdentity, type UnsupportedRecord } from './unsupported.js';
 export { LEASE_COLLECTION, LeaseManager, type LeaseDocument } from './lease.js';
 export { planIndexes, effectivePolicy, createIndexSpec, type EffectivePolicy, type IndexPlan, type PlannedIndex } from './plan.js';
 export { planApp, applyPlan } from './apply.js';

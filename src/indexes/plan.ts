@@ -16,6 +16,8 @@ import type { IndexStatus } from './types.js';
  * - prune: an index the manifest does not manage, on a managed collection, with prune on (never `_id_`);
  * - error: the manifest's index cannot be planned (bad collection name, `_id_`, a duplicate name, the
  *   same keys and options already indexed under another name that will not be pruned).
+ * `unsupported` never comes from planning alone: markUnsupported (src/indexes/unsupported.ts) turns a
+ * create or drift into it when the upstream is known not to build that index.
  *
  * The spec sent upstream is the manifest's: keys in order, name, options as given, except that
  * `partialFilterExpression` is scoped like any filter (ANDed with `<tag>: <slug>` by scopeFilter), and

@@ -4,7 +4,20 @@ import type { Logger } from '../observability/logger.js';
 import { applyPlan, describeError, planApp, type ApplyOutcome } from './apply.js';
 import { LeaseManager, type AcquireResult, type Lease } from './lease.js';
 import { canonical, effectivePolicy, type EffectivePolicy, type IndexPlan, type PlannedIndex } from './plan.js';
-import type { AppIndexState, IndexStatus } from './types.js';
+import type { AppIndexState, IndexStatus, UpstreamRefusal } from './types.js';
+import {
+  acceptedDetail,
+  driftDifferences,
+  dropVerdict,
+  loadVerdicts,
+  markUnsupported,
+  refusedDetail,
+  saveVerdict,
+  specFingerprint,
+  upstreamIdentity,
+  verdictKey,
+  type Verdict,
+} from './unsupported.js';
 
 /** The runtime's `indexes` settings (RuntimeConfig['indexes']). */
 export interface IndexDefaults {
@@ -30,6 +43,11 @@ export interface IndexReconcilerOptions {
   now?: () => number;
   /** How many apps are reconciled at once (default 4). */
   concurrency?: number;
+  /**
+   * Which upstream this is (a changed answer makes unsupported indexes be tried again); default
+   * upstreamIdentity(): product, version and topology from buildInfo and hello.
+   */
+  identifyUpstream?: () => Promise<string>;
 }
 
 /** A pass that failed as a whole (upstream unreachable) is tried again this soon (or at the interval if sooner). */
@@ -50,7 +68,10 @@ interface AppEntry {
  * the indexes of each managed collection, build missing ones, report drift (rebuild it only under
  * `reconcile: replace`), drop unmanaged ones only under `prune: true`, then release the lease. One
  * failing index is reported with its error and does not stop the others; a failing app does not stop
- * other apps. Nothing here throws into the caller: everything is logged and shown by `stateOf`.
+ * other apps. An index the upstream cannot build (src/indexes/unsupported.ts) is `unsupported`: logged
+ * once, and not built again while its spec and the upstream's identity stay the same (this process
+ * forgets on restart, so a restart tries again). Nothing here throws into the caller: everything is
+ * logged and shown by `stateOf`.
  */
 export class IndexReconciler {
   private readonly db: Db;
@@ -66,10 +87,12 @@ export class IndexReconciler {
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private readonly heldLeases = new Set<Lease>();
   /**
-   * Indexes the upstream accepted but does not list as specified (e.g. FerretDB drops `sparse`), by
-   * `slug/collection/name` → fingerprint of the manifest's index: not rebuilt again while it is unchanged.
+   * What this process found the upstream cannot build (a refused build, or an index it accepted but
+   * lists without some option, as FerretDB drops `sparse`), by slug, then verdictKey. Kept while the app
+   * exists; a verdict applies only to the same spec on the same upstream.
    */
-  private readonly unreachable = new Map<string, string>();
+  private readonly verdicts = new Map<string, Map<string, Verdict>>();
+  private identity: Promise<string> | undefined;
   /** The last drift detail logged per index, so that an unchanged drift is logged once. */
   private readonly loggedDrift = new Map<string, string>();
   private readonly idleWaiters: (() => void)[] = [];
@@ -163,9 +186,10 @@ export class IndexReconciler {
     const timer = this.retryTimers.get(slug);
     if (timer) clearTimeout(timer);
     this.retryTimers.delete(slug);
-    for (const key of [...this.unreachable.keys()]) if (key.startsWith(`${slug}/`)) this.unreachable.delete(key);
     for (const key of [...this.loggedDrift.keys()]) if (key.startsWith(`${slug}/`)) this.loggedDrift.delete(key);
     if (!keepState) {
+      // A changed manifest keeps its verdicts (each is for one spec); a removed app loses them.
+      this.verdicts.delete(slug);
       this.appStates.delete(slug);
       this.queued.delete(slug);
       this.rerun.delete(slug);
@@ -236,7 +260,10 @@ export class IndexReconciler {
       // runs out (a holder that died is taken over then).
       let indexes = this.previousIndexes(slug);
       try {
-        indexes = this.statuses(slug, await planApp(this.db, app, this.options.tagField, policy));
+        // The holder keeps its verdicts in the upstream: show them, with this process's own.
+        const [upstream, kept, plan] = await Promise.all([this.upstream(), loadVerdicts(this.db, slug), planApp(this.db, app, this.options.tagField, policy)]);
+        const known = new Map([...kept, ...(this.verdicts.get(slug) ?? [])]);
+        indexes = markUnsupported(plan, app.managedIndexes, known, upstream).entries.map(toStatus);
       } catch {
         // Keep the last known statuses.
       }
@@ -264,22 +291,35 @@ export class IndexReconciler {
 
   private async reconcileHeld(slug: string, entry: AppEntry, policy: EffectivePolicy, lease: Lease, log: Logger): Promise<void> {
     const app = entry.manifest;
+    let upstream: string;
+    try {
+      upstream = await this.upstream();
+    } catch (err) {
+      this.failed(slug, log, `cannot ask the upstream for its version (buildInfo, hello): ${describeError(err)}`);
+      return;
+    }
     let plan: IndexPlan;
     try {
-      plan = this.withUnreachable(slug, app, await planApp(this.db, app, this.options.tagField, policy));
+      plan = this.withVerdicts(slug, app, await planApp(this.db, app, this.options.tagField, policy), upstream);
     } catch (err) {
       this.failed(slug, log, `cannot list the indexes: ${describeError(err)}`);
       return;
     }
-    this.setState(slug, { phase: 'reconciling', leaseHolder: lease.holder, indexes: this.statuses(slug, plan) });
+    this.setState(slug, { phase: 'reconciling', leaseHolder: lease.holder, indexes: plan.entries.map(toStatus) });
     this.logDrift(slug, plan, log);
 
+    const found: [collection: string, index: string, verdict: Verdict][] = [];
     const result = await applyPlan(this.db, plan, {
       shouldContinue: () => !this.stopping && lease.valid && this.apps.get(slug)?.fingerprint === entry.fingerprint,
       events: {
         start: (e, step) => log.info(buildFields(e, step), step === 'create' ? 'index build started' : 'index drop started'),
         finish: (e, step, ms) => log.info({ ...buildFields(e, step), duration_ms: ms }, step === 'create' ? 'index build finished' : 'index dropped'),
         fail: (e, step, error, ms) => log.warn({ ...buildFields(e, step), duration_ms: ms, error }, step === 'create' ? 'index build failed' : 'index drop failed'),
+        unsupported: (e, refusal, ms) => {
+          const verdict = this.remember(slug, app, e.collection, e.index, upstream, refusedDetail(refusal, e.operation === 'replace'), refusal);
+          if (verdict) found.push([e.collection, e.index, verdict]);
+          log.warn({ ...buildFields(e, 'create'), duration_ms: ms, ...refusalFields(refusal), upstream }, UNSUPPORTED_MESSAGE);
+        },
       },
     });
 
@@ -290,7 +330,8 @@ export class IndexReconciler {
       this.failed(slug, log, `cannot list the indexes after reconciling: ${describeError(err)}`);
       return;
     }
-    const indexes = this.merge(slug, app, after, result.outcomes);
+    const indexes = this.merge(slug, app, after, result.outcomes, upstream, log, found);
+    await this.keepVerdicts(slug, found, result.outcomes, log);
     const lost = lease.lost;
     if (result.aborted && lost !== undefined) {
       log.warn({ reason: lost }, 'index reconciliation lease lost; another proxy continues');
@@ -304,21 +345,34 @@ export class IndexReconciler {
 
   /**
    * The statuses after a pass: what the upstream has now, with this pass's failures as errors, and
-   * indexes that were built but are not listed as specified turned into errors (and remembered, so
+   * indexes that were built but are not listed as specified turned into unsupported (and remembered, so
    * that they are not rebuilt on every pass).
    */
-  private merge(slug: string, app: AppManifest, after: IndexPlan, outcomes: ApplyOutcome[]): IndexStatus[] {
+  private merge(
+    slug: string,
+    app: AppManifest,
+    after: IndexPlan,
+    outcomes: ApplyOutcome[],
+    upstream: string,
+    log: Logger,
+    found: [string, string, Verdict][],
+  ): IndexStatus[] {
     const byKey = new Map(outcomes.map((o) => [`${o.entry.collection}/${o.entry.index}`, o]));
     const rows: IndexStatus[] = [];
-    for (const e of this.withUnreachable(slug, app, after).entries) {
+    for (const e of this.withVerdicts(slug, app, after, upstream).entries) {
       const outcome = byKey.get(`${e.collection}/${e.index}`);
-      if (outcome && !outcome.ok) {
+      if (outcome && !outcome.ok && !outcome.unsupported) {
         rows.push(toStatus({ ...e, action: 'error', error: outcome.error ?? 'failed' }));
       } else if (outcome?.ok && e.action === 'drift' && outcome.entry.operation !== 'drop') {
-        const key = `${slug}/${e.collection}/${e.index}`;
-        const error = `the upstream accepted the index but does not list it as specified (${stripPolicyNote(e.detail)}); it is not rebuilt again until the manifest changes`;
-        this.unreachable.set(key, indexFingerprint(app, e.collection, e.index));
-        rows.push(toStatus({ ...e, action: 'error', error }));
+        const differences = driftDifferences(e.detail);
+        const verdict = this.remember(slug, app, e.collection, e.index, upstream, acceptedDetail(e.detail));
+        if (verdict) found.push([e.collection, e.index, verdict]);
+        log.warn(
+          { collection: e.collection, physical_collection: e.physicalCollection, index: e.index, detail: differences, upstream },
+          'index built, but the upstream does not list it as specified; not rebuilt until its spec, the upstream or the proxy changes',
+        );
+        const { spec: _spec, ...rest } = e;
+        rows.push(toStatus({ ...rest, action: 'unsupported', operation: 'none', detail: acceptedDetail(e.detail) }));
       } else {
         rows.push(toStatus(e));
       }
@@ -326,20 +380,51 @@ export class IndexReconciler {
     return rows;
   }
 
-  /** Drift on an index already known not to converge: an error, and no rebuild. */
-  private withUnreachable(slug: string, app: AppManifest, plan: IndexPlan): IndexPlan {
-    const entries = plan.entries.map((e): PlannedIndex => {
-      if (e.action !== 'drift') return e;
-      const key = `${slug}/${e.collection}/${e.index}`;
-      if (this.unreachable.get(key) !== indexFingerprint(app, e.collection, e.index)) return e;
-      return {
-        ...e,
-        action: 'error',
-        operation: 'none',
-        error: `the upstream accepted the index but does not list it as specified (${stripPolicyNote(e.detail)}); it is not rebuilt again until the manifest changes`,
+  /** Remembers that the upstream cannot build the app's index as its manifest says now. */
+  private remember(slug: string, app: AppManifest, collection: string, name: string, upstream: string, detail: string, reason?: UpstreamRefusal): Verdict | undefined {
+    const index = app.managedIndexes.get(collection)?.find((i) => i.name === name);
+    if (!index || !this.apps.has(slug)) return undefined;
+    const verdict: Verdict = { spec: specFingerprint(index), upstream, detail, ...(reason ? { reason } : {}) };
+    let known = this.verdicts.get(slug);
+    if (!known) this.verdicts.set(slug, (known = new Map()));
+    known.set(verdictKey(collection, name), verdict);
+    return verdict;
+  }
+
+  /**
+   * Keeps this pass's verdicts in the upstream (for `mdb-runtime indexes` and the proxies waiting for
+   * the lease) and forgets those of indexes that were built. Best effort: the proxy decides from memory.
+   */
+  private async keepVerdicts(slug: string, found: [string, string, Verdict][], outcomes: ApplyOutcome[], log: Logger): Promise<void> {
+    const fresh = new Set(found.map(([c, i]) => verdictKey(c, i)));
+    try {
+      for (const [collection, index, verdict] of found) await saveVerdict(this.db, slug, collection, index, verdict, this.options.holderId);
+      for (const o of outcomes) {
+        if (!o.ok || o.entry.operation === 'drop' || fresh.has(verdictKey(o.entry.collection, o.entry.index))) continue;
+        this.verdicts.get(slug)?.delete(verdictKey(o.entry.collection, o.entry.index));
+        await dropVerdict(this.db, slug, o.entry.collection, o.entry.index);
+      }
+    } catch (err) {
+      log.debug({ err }, 'could not keep the unsupported-index verdicts in the upstream');
+    }
+  }
+
+  /** The plan with the indexes this process knows the upstream cannot build turned into unsupported. */
+  private withVerdicts(slug: string, app: AppManifest, plan: IndexPlan, upstream: string): IndexPlan {
+    return markUnsupported(plan, app.managedIndexes, this.verdicts.get(slug) ?? new Map(), upstream);
+  }
+
+  /** The upstream's identity (product, version, topology): asked for every pass (passes in flight share one answer). */
+  private upstream(): Promise<string> {
+    if (!this.identity) {
+      const value = this.options.identifyUpstream ? this.options.identifyUpstream() : upstreamIdentity(this.db);
+      this.identity = value;
+      const clear = () => {
+        if (this.identity === value) this.identity = undefined;
       };
-    });
-    return { ...plan, entries };
+      value.then(clear, clear);
+    }
+    return this.identity;
   }
 
   private logDrift(slug: string, plan: IndexPlan, log: Logger): void {
@@ -353,11 +438,6 @@ export class IndexReconciler {
       this.loggedDrift.set(key, e.detail ?? '');
       log.warn({ collection: e.collection, physical_collection: e.physicalCollection, index: e.index, detail: e.detail }, 'index drift');
     }
-  }
-
-  private statuses(slug: string, plan: IndexPlan): IndexStatus[] {
-    const app = this.apps.get(slug)?.manifest;
-    return (app ? this.withUnreachable(slug, app, plan) : plan).entries.map(toStatus);
   }
 
   private failed(slug: string, log: Logger, error: string): void {
@@ -398,22 +478,21 @@ function toStatus(e: PlannedIndex): IndexStatus {
   if (e.keys) status.keys = e.keys;
   if (e.detail !== undefined) status.detail = e.detail;
   if (e.error !== undefined) status.error = e.error;
+  if (e.reason !== undefined) status.reason = { ...e.reason };
   return status;
 }
 
-function stripPolicyNote(detail: string | undefined): string {
-  return (detail ?? '').replace(/ \((will be replaced|reported only: [^)]*)\)$/, '');
+const UNSUPPORTED_MESSAGE = 'index not supported by the upstream; not built again until its spec, the upstream or the proxy changes';
+
+function refusalFields(r: UpstreamRefusal): Record<string, unknown> {
+  return { ...(r.code !== undefined ? { code: r.code } : {}), ...(r.codeName !== undefined ? { code_name: r.codeName } : {}), errmsg: r.errmsg };
 }
+
 
 function fingerprintOf(app: AppManifest): string {
   return canonical({ indexes: [...app.managedIndexes].map(([c, list]) => [c, list.map((i) => [i.name, i.keys, i.options])]), policy: app.indexPolicy });
 }
 
-function indexFingerprint(app: AppManifest, collection: string, name: string): string {
-  const index = app.managedIndexes.get(collection)?.find((i) => i.name === name);
-  return canonical(index ? [index.keys, index.options] : null);
-}
-
 function cloneState(state: AppIndexState): AppIndexState {
-  return { ...state, indexes: state.indexes.map((i) => ({ ...i })) };
+  return { ...state, indexes: state.indexes.map((i) => ({ ...i, ...(i.reason ? { reason: { ...i.reason } } : {}) })) };
 }

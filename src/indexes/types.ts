@@ -6,9 +6,20 @@ import type { IndexKey } from '../apps/manifest-types.js';
  * - create: missing, to be built (or being built);
  * - drift: an index of that name exists with other keys or options (replaced only under reconcile: replace);
  * - prune: present, not in the manifest, and prune is on (will be dropped);
+ * - unsupported: the upstream cannot build it as the manifest says (FerretDB answers TTL, partial, text
+ *   or collation indexes with NotImplemented; see src/indexes/unsupported.ts): `detail` and `reason` say
+ *   what it answered. Not an error of the app, and not tried again until the index's spec, the upstream
+ *   or the proxy changes;
  * - error: the last attempt failed (e.g. a unique index over duplicates); `error` says why.
  */
-export type IndexAction = 'ok' | 'create' | 'drift' | 'prune' | 'error';
+export type IndexAction = 'ok' | 'create' | 'drift' | 'prune' | 'unsupported' | 'error';
+
+/** What the upstream answered to a build it cannot do: its errmsg, and its code when it answered with an error. */
+export interface UpstreamRefusal {
+  code?: number;
+  codeName?: string;
+  errmsg: string;
+}
 
 export interface IndexStatus {
   /** The app's collection name. */
@@ -19,6 +30,8 @@ export interface IndexStatus {
   /** What differs, for drift ("unique: manifest true, upstream false"). */
   detail?: string;
   error?: string;
+  /** For unsupported: the upstream's answer (absent when it accepted the index but lists it otherwise). */
+  reason?: UpstreamRefusal;
   /** The physical collection (`<slug>_<collection>` in the shared database). */
   physicalCollection?: string;
 }

@@ -74,6 +74,10 @@ export const REJECT_REASONS = [
   'document_count',
   /** A cursor id the app does not hold (CursorNotFound 43). */
   'cursor_not_found',
+  /** limits.upstream_connections: the request waited too long for one of its app's upstream connections. */
+  'upstream_connections',
+  /** limits.open_cursors: the command would have left one cursor too many open. */
+  'open_cursors',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 const REJECT_INDEX: ReadonlyMap<RejectReason, number> = new Map(REJECT_REASONS.map((r, i) => [r, i]));
@@ -285,15 +289,27 @@ export interface PoolSample {
   waitFailures: number;
 }
 
+/** One app's share of the upstream, as the metrics read it (src/session/app-usage.ts). */
+export interface UpstreamShareSample {
+  app: string;
+  /** Upstream connections its requests hold now, and requests waiting for one (limits.upstream_connections). */
+  held: number;
+  waiting: number;
+  /** Requests whose reply took longer than upstream.request_timeout_ms. */
+  timeouts: number;
+  /** awaitData getMores whose maxTimeMS was lowered to upstream.max_await_time_ms. */
+  awaitCapped: number;
+}
+
 /** Index reconciliation state of one app, as the metrics read it (src/indexes). */
 export interface IndexSample {
   app: string;
   phase: string;
-  /** Managed indexes by action (ok, create, drift, prune, error). */
+  /** Managed indexes by action (ok, create, drift, prune, unsupported, error). */
   actions: Readonly<Record<string, number>>;
 }
 
-export const INDEX_ACTIONS = ['ok', 'create', 'drift', 'prune', 'error'] as const;
+export const INDEX_ACTIONS = ['ok', 'create', 'drift', 'prune', 'unsupported', 'error'] as const;
 export const INDEX_PHASES = ['idle', 'reconciling', 'done', 'failed', 'waiting-for-lease'] as const;
 
 /** What the scrape samples from the runtime (everything not counted on the request path). */
@@ -301,6 +317,8 @@ export interface MetricsSources {
   pools(): Iterable<PoolSample>;
   /** Open cursors by owning app. */
   cursors(): Iterable<[app: string, count: number]>;
+  /** Each app's share of the upstream. */
+  upstreamShares(): Iterable<UpstreamShareSample>;
   indexes(): Iterable<IndexSample>;
   /** Manifest files whose latest version is not serving. */
   manifestErrors(): number;
@@ -515,6 +533,25 @@ export class ProxyMetrics {
         for (const [app, n] of sources()?.cursors() ?? []) this.set({ app }, n);
       },
     });
+    const shareMetric = (kind: typeof Gauge | typeof Counter, name: string, help: string, pick: (s: UpstreamShareSample) => number) =>
+      new kind({
+        name,
+        help,
+        labelNames: ['app'],
+        registers,
+        collect() {
+          this.reset();
+          for (const s of sources()?.upstreamShares() ?? []) {
+            const n = pick(s);
+            if (this instanceof Gauge) this.set({ app: s.app }, n);
+            else if (n > 0) this.inc({ app: s.app }, n);
+          }
+        },
+      });
+    shareMetric(Gauge, 'mdb_upstream_connections_held', "Upstream connections held by the app's requests (limits.upstream_connections), by app", (s) => s.held);
+    shareMetric(Gauge, 'mdb_upstream_connection_waiters', "Requests waiting for one of the app's upstream connections, by app", (s) => s.waiting);
+    shareMetric(Counter, 'mdb_upstream_timeouts_total', 'Requests whose upstream reply took longer than upstream.request_timeout_ms (answered NetworkTimeout), by app', (s) => s.timeouts);
+    shareMetric(Counter, 'mdb_await_time_capped_total', 'awaitData getMores whose maxTimeMS was lowered to upstream.max_await_time_ms, by app', (s) => s.awaitCapped);
     const poolGauge = (name: string, help: string, pick: (p: PoolSample) => number) =>
       new Gauge({
         name,

@@ -4,6 +4,7 @@ import type { DataAccess } from '../apps/manifest-types.js';
 import type { ReplyPlan } from '../policy/handler.js';
 import { CommandError } from '../policy/errors.js';
 import type { Access } from '../policy/scope.js';
+import type { RejectReason } from '../observability/metrics.js';
 import { BsonType, findElement, firstKey } from '../wire/bson-bytes.js';
 import type { DocumentSequence } from '../wire/opmsg.js';
 
@@ -22,7 +23,10 @@ import type { DocumentSequence } from '../wire/opmsg.js';
  * | limits.connections (active connections: those that sent an app command) | AuthenticationFailed (18) with the reason on the first command of a connection beyond it, which then closes |
  */
 
-/** A refusal whose reply carries extra fields (baseBackoffMS). */
+/**
+ * A refusal by the app's limits: its reply may carry extra fields (baseBackoffMS), and it names the
+ * metrics' rejection reason itself when the stage it is thrown at does not tell.
+ */
 export class LimitError extends CommandError {
   constructor(
     codeName: string,
@@ -30,9 +34,37 @@ export class LimitError extends CommandError {
     code: number,
     errorLabels?: string[],
     readonly extra: Document = {},
+    readonly reason?: RejectReason,
   ) {
     super(codeName, message, code, errorLabels);
   }
+}
+
+/**
+ * The app's requests hold all of its upstream connections (limits.upstream_connections) and this one
+ * waited its turn too long: retryable, as a server's ingress admission refuses work when overloaded.
+ */
+export function overUpstreamShare(slug: string, limit: number, waitedMS: number): LimitError {
+  return new LimitError(
+    'IngressRequestRateLimitExceeded',
+    `app '${slug}' holds all of its ${limit} upstream connections (limits.upstream_connections) and this request waited ${waitedMS} ms for one; retry later`,
+    462,
+    ['SystemOverloadedError', 'RetryableError'],
+    { baseBackoffMS: 100 },
+    'upstream_connections',
+  );
+}
+
+/** The command opened a cursor beyond limits.open_cursors (the cursor was killed). */
+export function tooManyCursors(slug: string, limit: number): LimitError {
+  return new LimitError(
+    'OperationFailed',
+    `app '${slug}' has ${limit} open cursors (limits.open_cursors): exhaust or close cursors (killCursors) before opening more; the cursor this command opened was closed`,
+    96,
+    undefined,
+    {},
+    'open_cursors',
+  );
 }
 
 /** Commands that free server resources: never refused for the rate (refusing them would leak cursors and sessions). */

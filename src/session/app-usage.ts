@@ -53,9 +53,28 @@ export class TokenBucket {
   }
 }
 
+/** A request waiting for one of its app's upstream connection slots (limits.upstream_connections). */
+interface SlotWaiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+  detach: (() => void) | undefined;
+}
+
 export class AppUsage {
   /** Open authenticated connections (driver monitoring connections with an appName token included). */
   connections = 0;
+  /** Upstream connections the app's requests hold now (limits.upstream_connections). */
+  upstreamInUse = 0;
+  /** Requests that waited past upstream.pool.wait_queue_timeout_ms for one of the app's slots. */
+  upstreamWaitTimeouts = 0;
+  /** Requests whose upstream reply took longer than upstream.request_timeout_ms. */
+  upstreamTimeouts = 0;
+  /** awaitData getMores whose maxTimeMS was lowered to upstream.max_await_time_ms. */
+  awaitCapped = 0;
+  /** Commands refused because they would have opened a cursor beyond limits.open_cursors. */
+  cursorRefusals = 0;
+  private readonly slotWaiters: SlotWaiter[] = [];
   /** Connections that have sent an app command: what limits.connections counts. */
   activeConnections = 0;
   /** Commands forwarded upstream for the app since the proxy started. */
@@ -80,6 +99,68 @@ export class AppUsage {
     if (!this.bucket) this.bucket = new TokenBucket(limit, now);
     else if (this.bucket.ratePerSecond !== limit) this.bucket.setRate(limit, now);
     return this.bucket.take(now);
+  }
+
+  /** Requests waiting for one of the app's upstream slots. */
+  get upstreamWaiting(): number {
+    return this.slotWaiters.length;
+  }
+
+  /**
+   * Takes one of the app's `limit` upstream connection slots: true when taken at once (no promise, the
+   * common case), else a promise that settles when one is released to this request (FIFO) or rejects
+   * with `timeout()` after `timeoutMS`, or with `abandoned()` when `signal` aborts (the client left).
+   */
+  takeUpstreamSlot(
+    limit: number,
+    timeoutMS: number,
+    signal: AbortSignal,
+    timeout: () => Error,
+    abandoned: () => Error,
+  ): true | Promise<void> {
+    if (this.upstreamInUse < limit && this.slotWaiters.length === 0) {
+      this.upstreamInUse++;
+      return true;
+    }
+    return new Promise<void>((resolve, reject) => {
+      const leave = (err: Error) => {
+        clearTimeout(waiter.timer);
+        waiter.detach?.();
+        const i = this.slotWaiters.indexOf(waiter);
+        if (i >= 0) this.slotWaiters.splice(i, 1);
+        reject(err);
+      };
+      const waiter: SlotWaiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.upstreamWaitTimeouts++;
+          leave(timeout());
+        }, timeoutMS),
+        detach: undefined,
+      };
+      const onAbort = () => leave(abandoned());
+      signal.addEventListener('abort', onAbort, { once: true });
+      waiter.detach = () => signal.removeEventListener('abort', onAbort);
+      this.slotWaiters.push(waiter);
+    });
+  }
+
+  /**
+   * Gives a slot back: to the first waiter if there is one (the count stays), else to the app. `limit`
+   * is the limit in force now: a lowered limit lets waiters in only as slots drain below it.
+   */
+  releaseUpstreamSlot(limit: number): void {
+    if (this.upstreamInUse <= limit) {
+      const waiter = this.slotWaiters.shift();
+      if (waiter) {
+        clearTimeout(waiter.timer);
+        waiter.detach?.();
+        waiter.resolve();
+        return;
+      }
+    }
+    this.upstreamInUse--;
   }
 
   /** Counts one command served. */
@@ -121,6 +202,10 @@ export class AppUsageTable {
 
   peek(slug: string): AppUsage | undefined {
     return this.apps.get(slug);
+  }
+
+  entries(): IterableIterator<AppUsage> {
+    return this.apps.values();
   }
 
   /** Forgets apps no longer registered once their last connection is gone. */

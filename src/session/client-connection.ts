@@ -25,11 +25,11 @@ import {
   UpstreamError,
   sessionKey,
   upstreamRequestIds,
+  UpstreamTimeoutError,
   type CursorTarget,
-  type ConnectionPool,
   type UpstreamConnection,
 } from '../upstream/index.js';
-import type { ProxyContext } from './context.js';
+import { fairUpstreamShare, type ProxyContext } from './context.js';
 import { ConnectionAuthenticator, type Identity } from './authentication.js';
 import { helloReply, runLocalCommand, MAX_POLICY_WIRE_VERSION, type LocalCommandContext } from './local-commands.js';
 import type { AppManifest } from '../apps/manifests.js';
@@ -45,7 +45,9 @@ import {
   documentTooLarge,
   insertedCount,
   oversizeDocument,
+  overUpstreamShare,
   rateLimited,
+  tooManyCursors,
   restrictListing,
   tooManyDocuments,
 } from './app-limits.js';
@@ -107,11 +109,11 @@ interface LiveApp {
   readonly roles: ResolvedRoles;
 }
 
-/** An upstream connection held across requests so a client's moreToCome writes stay ordered. */
-interface HeldConnection {
-  conn: UpstreamConnection;
-  pool: ConnectionPool;
-  address: string;
+/** The app's share of the upstream a request runs under (limits.upstream_connections, limits.open_cursors). */
+interface UpstreamShare {
+  readonly usage: AppUsage;
+  readonly connections: number;
+  readonly cursors: number;
 }
 
 /**
@@ -130,7 +132,6 @@ export class ClientConnection {
   private processing = false;
   private draining = false;
   private closed = false;
-  private held: HeldConnection | undefined;
   /** Aborted when the connection closes: its requests waiting for an upstream connection leave the pool's queue. */
   private abandon: AbortController | undefined;
   /** The client ended its side of the connection (FIN): see onPeerEnd. */
@@ -181,6 +182,8 @@ export class ClientConnection {
   private reqReplyFailed: boolean | undefined;
   private reqSent = 0;
   private reqSlowMS = 0;
+  /** The app's upstream share the request's round trips count against (undefined: not an app's command). */
+  private reqShare: UpstreamShare | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -414,10 +417,6 @@ export class ClientConnection {
       this.active = false;
     }
     this.meter.connections--;
-    if (this.held) {
-      this.held.pool.release(this.held.conn);
-      this.held = undefined;
-    }
     this.abandon?.abort();
     if (graceful && this.socket.writable) {
       const socket = this.socket;
@@ -502,6 +501,7 @@ export class ClientConnection {
     this.reqReply = undefined;
     this.reqSent = 0;
     this.reqSlowMS = this.ctx.slowOperationMS;
+    this.reqShare = undefined;
     this.reqStart = this.timed ? performance.now() : 0;
     try {
       await this.handleMessage(msg);
@@ -578,6 +578,11 @@ export class ClientConnection {
   /** What an error thrown while handling the request means for the metrics (outcome, rejection reason). */
   private classifyError(err: unknown): void {
     if (err instanceof CommandError || err instanceof WireError) this.reqErrorCode = err.code;
+    if (err instanceof LimitError && err.reason !== undefined) {
+      this.reqOutcome = Outcome.REJECTED;
+      this.reqReason = err.reason;
+      return;
+    }
     if (err instanceof UpstreamError || err instanceof UnreachableError) {
       this.reqOutcome = Outcome.FAILED;
       return;
@@ -789,6 +794,11 @@ export class ClientConnection {
       throw err;
     }
     this.reqStage = Stage.FORWARD;
+    this.reqShare = {
+      usage,
+      connections: app.limits.upstreamConnections ?? fairUpstreamShare(this.ctx.limits.upstreamPoolSize, this.ctx.apps.current.size),
+      cursors: app.limits.openCursors ?? this.ctx.limits.openCursorsPerApp,
+    };
     await this.forward(scope, rewritten, parsed, cmd, spec, moreToCome);
     usage.served(this.timed ? this.reqStart : undefined);
   }
@@ -894,20 +904,27 @@ export class ClientConnection {
       if (!entry) throw commandError('CursorNotFound', `cursor id ${String(id ?? cmd.getMore)} not found`);
       address = entry.address;
       plan = { kind: 'cursor', view: entry.view as CursorView, collections: rewritten.reply.collections };
+      if (entry.awaitData) this.capAwaitTime(rewritten.body);
     } else {
       address = this.routeNow(cmd, spec) ?? (await this.routeToPrimary(cmd, spec));
     }
     if (spec.name === 'endSessions' || spec.name === 'killSessions') this.endSessionCursors(scope.slug, rewritten.body[spec.name]);
 
     const out = encodeOpMsg(0, 0, parsed.flags & MsgFlag.MORE_TO_COME, encodeDocument(rewritten.body), rewritten.sequences);
-    const reply = await this.roundTrip(address, out, moreToCome);
+    const reply = await this.roundTrip(address, out, moreToCome, requestTimeout(this.ctx.limits.upstreamRequestTimeoutMS, rewritten.body.maxTimeMS));
     if (!reply) return;
     const replyMsg = parseOpMsg(reply);
     // One walk of the reply's top level tells both the rewrite and the metrics whether it failed.
     const failed = replyFailed(replyMsg.body);
     if (this.timed) this.noteReply(replyMsg.body, failed);
     if (spec.cursor && plan.kind === 'cursor') {
-      this.trackCursors(spec, cmd, replyMsg.body, address, scope.slug, plan.view, spec.cursor === 'opens' ? rewritten.body.lsid : undefined);
+      const lsid = spec.cursor === 'opens' ? rewritten.body.lsid : undefined;
+      if (!this.trackCursors(spec, cmd, replyMsg.body, address, scope.slug, plan.view, lsid)) {
+        const share = this.reqShare!;
+        share.usage.cursorRefusals++;
+        share.usage.refused++;
+        throw tooManyCursors(scope.slug, share.cursors);
+      }
     }
     if (this.closed) return;
     if (spec.name === 'endSessions' && errorCode(replyMsg.body) === 59) {
@@ -931,8 +948,20 @@ export class ClientConnection {
    */
   private routeNow(cmd: Document, spec: CommandSpec): string | undefined {
     if (cmd.startTransaction === true || cmd.autocommit === false || spec.transactionControl) return undefined;
-    if (this.held) return this.held.address;
     return this.ctx.upstream.selectNow()?.address;
+  }
+
+  /**
+   * A getMore of an awaitData cursor (tailable, change stream) waits upstream for its maxTimeMS while
+   * it holds an upstream connection: the wait is capped (upstream.max_await_time_ms). The server may
+   * answer an awaitData getMore early with an empty batch at any time, so drivers just ask again.
+   */
+  private capAwaitTime(body: Document): void {
+    const cap = this.ctx.limits.maxAwaitTimeMS;
+    const asked = numeric(body.maxTimeMS);
+    if (asked === undefined || asked <= cap) return;
+    body.maxTimeMS = cap;
+    if (this.reqShare) this.reqShare.usage.awaitCapped++;
   }
 
   /** The writable server, or the one this command's transaction is pinned to. */
@@ -945,7 +974,6 @@ export class ClientConnection {
       const pinned = upstream.pins.lookup(pinKey);
       if (pinned) return pinned;
     }
-    if (this.held) return this.held.address;
     let address: string;
     try {
       address = (await upstream.select()).address;
@@ -962,30 +990,45 @@ export class ClientConnection {
   }
 
   /**
-   * Sends one message to `address` and returns the reply's bytes (undefined for moreToCome). A client's
-   * moreToCome write keeps its upstream connection for the client's next request, so that its writes
-   * and the reads after them stay in order, as on a direct connection.
+   * Sends one message to `address` and returns the reply's bytes (undefined for moreToCome), holding
+   * one of the app's upstream slots (limits.upstream_connections) and one pooled connection meanwhile.
+   * A moreToCome write gives its connection back as soon as it is written: nothing is waited for, and a
+   * connection held for the client's next request would let idle clients take the whole pool (the
+   * upstream reads a connection's messages in order; a reply FerretDB sends to it is skipped by the
+   * next request's round trip). A reply later than `timeoutMS` fails with NetworkTimeout (89) and the
+   * upstream connection is closed.
    */
-  private async roundTrip(address: string, msg: Buffer, moreToCome: boolean): Promise<Buffer | undefined> {
-    let held = this.held;
-    this.held = undefined;
-    if (held && held.address !== address) {
-      held.pool.release(held.conn);
-      held = undefined;
+  private async roundTrip(address: string, msg: Buffer, moreToCome: boolean, timeoutMS = this.ctx.limits.upstreamRequestTimeoutMS): Promise<Buffer | undefined> {
+    if (this.closed || this.peerEnded) throw new ClientGoneError();
+    const share = this.reqShare;
+    if (share) {
+      const slot = share.usage.takeUpstreamSlot(
+        share.connections,
+        this.ctx.limits.upstreamWaitQueueTimeoutMS,
+        (this.abandon ??= new AbortController()).signal,
+        () => overUpstreamShare(share.usage.slug, share.connections, this.ctx.limits.upstreamWaitQueueTimeoutMS),
+        () => new ClientGoneError(),
+      );
+      if (slot !== true) await slot;
     }
-    const pool = held?.pool ?? this.ctx.upstream.pool(address);
+    try {
+      return await this.roundTripOnPool(address, msg, moreToCome, timeoutMS);
+    } finally {
+      share?.usage.releaseUpstreamSlot(share.connections);
+    }
+  }
+
+  private async roundTripOnPool(address: string, msg: Buffer, moreToCome: boolean, timeoutMS: number): Promise<Buffer | undefined> {
+    const pool = this.ctx.upstream.pool(address);
     let conn: UpstreamConnection;
-    if (held) conn = held.conn;
-    else {
-      if (this.closed || this.peerEnded) throw new ClientGoneError();
-      try {
-        // A request whose client closes while it waits in the pool's queue leaves the queue.
-        conn = pool.tryAcquire() ?? (await pool.acquire((this.abandon ??= new AbortController()).signal));
-      } catch (err) {
-        if (err instanceof AcquireAbandonedError) throw new ClientGoneError();
-        // Nothing was sent: the client may safely retry, reads and writes alike.
-        throw retryableUnavailable((err as Error).message);
-      }
+    if (this.closed || this.peerEnded) throw new ClientGoneError();
+    try {
+      // A request whose client closes while it waits in the pool's queue leaves the queue.
+      conn = pool.tryAcquire() ?? (await pool.acquire((this.abandon ??= new AbortController()).signal));
+    } catch (err) {
+      if (err instanceof AcquireAbandonedError) throw new ClientGoneError();
+      // Nothing was sent: the client may safely retry, reads and writes alike.
+      throw retryableUnavailable((err as Error).message);
     }
     if (this.closed || this.peerEnded) {
       // The client closed while this request waited (for a connection, a route, a document count):
@@ -1002,18 +1045,21 @@ export class ClientConnection {
         pool.discard(conn);
         throw err;
       }
-      if (this.closed) pool.release(conn);
-      else this.held = { conn, pool, address };
+      pool.release(conn);
       return undefined;
     }
     try {
       const sent = this.timed ? performance.now() : 0;
-      const reply = await conn.roundTrip(out, requestId);
+      const reply = await conn.roundTrip(out, requestId, timeoutMS);
       if (this.timed) this.reqUpstreamMS = Math.max(0, this.reqUpstreamMS) + (performance.now() - sent);
       pool.release(conn);
       return reply;
     } catch (err) {
       pool.discard(conn);
+      if (err instanceof UpstreamTimeoutError) {
+        if (this.reqShare) this.reqShare.usage.upstreamTimeouts++;
+        throw upstreamTimedOut(err.timeoutMS);
+      }
       throw err;
     }
   }
@@ -1042,7 +1088,8 @@ export class ClientConnection {
    * connection would get CursorNotFound (drivers never half-close). A getMore's reply that arrives
    * after its client closed leaves the cursor open: a driver may continue a cursor on any connection
    * of its pool, so the cursor is not the closed connection's to kill (endSessions, killCursors or the
-   * idle timeout end it).
+   * idle timeout end it). A cursor beyond the app's limits.open_cursors is killed at once and false
+   * returned: the command is answered with that refusal instead of its first batch.
    */
   private trackCursors(
     spec: CommandSpec,
@@ -1052,7 +1099,7 @@ export class ClientConnection {
     owner: string,
     view: CursorView,
     lsid?: unknown,
-  ): void {
+  ): boolean {
     const cursor = findElement(body, 0, 'cursor');
     const cursors = this.ctx.upstream.cursors;
     if (!cursor || cursor.type !== BsonType.DOCUMENT) {
@@ -1061,7 +1108,7 @@ export class ClientConnection {
         const id = toBigInt(cmd.getMore);
         if (id !== undefined) cursors.remove(id);
       }
-      return;
+      return true;
     }
     const idEl = findElement(body, cursor.valueStart, 'id');
     const id = idEl?.type === BsonType.INT64 ? body.readBigInt64LE(idEl.valueStart) : 0n;
@@ -1071,12 +1118,20 @@ export class ClientConnection {
       if (this.closed || this.peerEnded) {
         if (this.debugEnabled) this.rlog.debug({ cursor: String(id), ns }, 'killing a cursor opened for a client that closed');
         void this.ctx.upstream.killCursors([{ id, address, ns }], 'client_closed');
-      } else cursors.register(id, address, owner, view, ns, sessionKey(lsid));
+      } else if (this.reqShare && cursors.countOf(owner) >= this.reqShare.cursors) {
+        void this.ctx.upstream.killCursors([{ id, address, ns }], 'open_cursors_limit');
+        return false;
+      } else {
+        // Tailable awaitData cursors and change streams wait upstream on every getMore (capAwaitTime).
+        const awaitData = view.kind === 'changeEvents' || (cmd.tailable === true && cmd.awaitData === true);
+        cursors.register(id, address, owner, view, ns, sessionKey(lsid), awaitData);
+      }
     }
     if (spec.cursor === 'continues' && id === 0n) {
       const requested = toBigInt(cmd.getMore);
       if (requested !== undefined) cursors.remove(requested);
     }
+    return true;
   }
 
   /**
@@ -1140,6 +1195,36 @@ export class ClientConnection {
 /** An error a driver retries (the upstream was not reached, so no command ran). */
 function retryableUnavailable(detail: string): CommandError {
   return new UnreachableError('HostUnreachable', `mdb-runtime could not reach the upstream: ${detail}`, 6, ['RetryableWriteError']);
+}
+
+/**
+ * The upstream did not answer in time: the request may or may not have run there (as after a network
+ * timeout), so drivers retry it as they would one (NetworkTimeout is a retryable code).
+ */
+function upstreamTimedOut(timeoutMS: number): CommandError {
+  return new UnreachableError(
+    'NetworkTimeout',
+    `mdb-runtime: the upstream did not answer within ${timeoutMS} ms (upstream.request_timeout_ms); the request was abandoned and its upstream connection closed`,
+    89,
+    ['RetryableWriteError'],
+  );
+}
+
+/** How long a request may wait for its reply: the runtime's bound, or the command's own maxTimeMS and a second. */
+function requestTimeout(bound: number, maxTimeMS: unknown): number {
+  const asked = numeric(maxTimeMS);
+  return asked !== undefined && asked + 1000 > bound ? asked + 1000 : bound;
+}
+
+/** A BSON number as decoded without promotion (Int32, Long, Double or a JS number), or undefined. */
+function numeric(v: unknown): number | undefined {
+  if (typeof v === 'number') return v;
+  if (v instanceof Long) return v.toNumber();
+  if (v !== null && typeof v === 'object' && 'valueOf' in v) {
+    const n = (v as { valueOf(): unknown }).valueOf();
+    return typeof n === 'number' ? n : undefined;
+  }
+  return undefined;
 }
 
 /** Why a request refused at `stage` was refused (a fixed label value). */

@@ -49,4 +49,25 @@ export interface SessionLimits {
    * error saying so and closes; one that stays idle this long is closed without a word (default 2000).
    */
   removedAppGraceMS?: number;
+  /** upstream.pool.max_size: an app whose manifest sets no limits.upstream_connections gets a fair share of it. */
+  upstreamPoolSize: number;
+  /** limits.open_cursors of an app whose manifest does not set it. */
+  openCursorsPerApp: number;
+  /** How long a request waits for one of its app's upstream slots (upstream.pool.wait_queue_timeout_ms). */
+  upstreamWaitQueueTimeoutMS: number;
+  /** upstream.request_timeout_ms. */
+  upstreamRequestTimeoutMS: number;
+  /** upstream.max_await_time_ms. */
+  maxAwaitTimeMS: number;
 }
+
+/**
+ * The upstream connections an app may hold when its manifest does not say: the pool shared by the
+ * registered apps, but never less than a quarter of it (apps are rarely all busy at once), nor than 2.
+ */
+export function fairUpstreamShare(poolMaxSize: number, apps: number): number {
+  return Math.max(2, Math.ceil(poolMaxSize / Math.min(4, Math.max(1, apps))));
+}
+
+/** limits.open_cursors when a manifest does not set it. */
+export const DEFAULT_OPEN_CURSORS = 1000;

@@ -26,6 +26,8 @@ interface Pending {
   requestId: number;
   resolve: (reply: Buffer) => void;
   reject: (err: Error) => void;
+  /** Fails the request when the reply is late (see roundTrip's timeoutMS). */
+  timer: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -111,16 +113,26 @@ export class UpstreamConnection {
     return this.closedError !== undefined;
   }
 
-  /** Sends a ready-to-go message (ids already set) and resolves with the matching reply's bytes. */
-  roundTrip(msg: Buffer, requestId: number): Promise<Buffer> {
+  /**
+   * Sends a ready-to-go message (ids already set) and resolves with the matching reply's bytes. With
+   * `timeoutMS`, a reply that takes longer rejects with UpstreamTimeoutError and closes the connection
+   * (its stream would otherwise deliver the late reply to the next request).
+   */
+  roundTrip(msg: Buffer, requestId: number, timeoutMS?: number): Promise<Buffer> {
     if (this.closedError) return Promise.reject(this.closedError);
     if (this.pending) return Promise.reject(new UpstreamError('upstream connection already has a request in flight'));
     this.lastUsed = Date.now();
     return new Promise<Buffer>((resolve, reject) => {
-      this.pending = { requestId, resolve, reject };
+      const timer = timeoutMS === undefined ? undefined : setTimeout(this.onLate, timeoutMS, timeoutMS);
+      this.pending = { requestId, resolve, reject, timer };
       this.socket.write(msg);
     });
   }
+
+  private readonly onLate = (timeoutMS: number): void => {
+    this.fail(new UpstreamTimeoutError(this.address, timeoutMS));
+    this.socket.destroy();
+  };
 
   /** Sends a message that expects no reply (moreToCome). */
   send(msg: Buffer): void {
@@ -165,6 +177,7 @@ export class UpstreamConnection {
       }
       this.pending = undefined;
       this.lastUsed = Date.now();
+      if (pending.timer) clearTimeout(pending.timer);
       pending.resolve(msg);
     }
   }
@@ -173,7 +186,19 @@ export class UpstreamConnection {
     if (!this.closedError) this.closedError = err;
     const pending = this.pending;
     this.pending = undefined;
+    if (pending?.timer) clearTimeout(pending.timer);
     pending?.reject(err);
+  }
+}
+
+/** The upstream did not answer a request within its time: the connection was closed. */
+export class UpstreamTimeoutError extends UpstreamError {
+  constructor(
+    address: string,
+    readonly timeoutMS: number,
+  ) {
+    super(`upstream ${address} did not answer within ${timeoutMS} ms`);
+    this.name = 'UpstreamTimeoutError';
   }
 }
 

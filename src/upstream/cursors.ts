@@ -15,6 +15,8 @@ export interface CursorEntry {
   ns: string;
   /** The (mapped) logical session it was opened in, as a key (see sessionKey); undefined: none. */
   session: string | undefined;
+  /** A tailable awaitData cursor or a change stream: its getMores wait upstream (maxTimeMS is capped). */
+  awaitData: boolean;
 }
 
 /** A cursor to kill upstream: its id, server and physical namespace. */
@@ -36,6 +38,8 @@ export class CursorRegistry {
   private readonly cursors = new Map<bigint, CursorEntry>();
   /** Session key → ids of its open cursors. */
   private readonly bySession = new Map<string, Set<bigint>>();
+  /** Owner → open cursors (limits.open_cursors is checked on every cursor a reply opens). */
+  private readonly perOwner = new Map<string, number>();
   private readonly sweeper: NodeJS.Timeout;
   /** Called with the cursors the idle sweep forgot (to kill them upstream). */
   onExpired: ((cursors: CursorTarget[]) => void) | undefined;
@@ -51,14 +55,18 @@ export class CursorRegistry {
 
   /** Open cursors by owning app (metrics, at scrape time). */
   countByOwner(): Map<string, number> {
-    const counts = new Map<string, number>();
-    for (const entry of this.cursors.values()) counts.set(entry.owner, (counts.get(entry.owner) ?? 0) + 1);
-    return counts;
+    return new Map(this.perOwner);
   }
 
-  register(id: bigint, address: string, owner: string, view: unknown = undefined, ns = '', session?: string): void {
+  /** Open cursors of one app. */
+  countOf(owner: string): number {
+    return this.perOwner.get(owner) ?? 0;
+  }
+
+  register(id: bigint, address: string, owner: string, view: unknown = undefined, ns = '', session?: string, awaitData = false): void {
     this.remove(id);
-    this.cursors.set(id, { address, owner, view, lastUsed: Date.now(), ns, session });
+    this.cursors.set(id, { address, owner, view, lastUsed: Date.now(), ns, session, awaitData });
+    this.perOwner.set(owner, (this.perOwner.get(owner) ?? 0) + 1);
     if (session !== undefined) {
       let ids = this.bySession.get(session);
       if (!ids) this.bySession.set(session, (ids = new Set()));
@@ -78,6 +86,9 @@ export class CursorRegistry {
     const entry = this.cursors.get(id);
     if (!entry) return;
     this.cursors.delete(id);
+    const left = (this.perOwner.get(entry.owner) ?? 1) - 1;
+    if (left > 0) this.perOwner.set(entry.owner, left);
+    else this.perOwner.delete(entry.owner);
     if (entry.session !== undefined) {
       const ids = this.bySession.get(entry.session);
       ids?.delete(id);
@@ -108,6 +119,7 @@ export class CursorRegistry {
     clearInterval(this.sweeper);
     this.cursors.clear();
     this.bySession.clear();
+    this.perOwner.clear();
   }
 
   /** Forgets cursors idle longer than the timeout, and has them killed upstream. */

@@ -9,14 +9,14 @@ import type { UpstreamCredentials, UpstreamMechanism } from './auth.js';
 import { UpstreamError } from './errors.js';
 
 export { UpstreamError } from './errors.js';
-export { UpstreamConnection, upstreamRequestIds } from './connection.js';
+export { UpstreamConnection, UpstreamTimeoutError, upstreamRequestIds } from './connection.js';
 export type { SelectedServer } from './topology.js';
 export type { ConnectionPool } from './pool.js';
 export { CursorRegistry, sessionKey, type CursorTarget } from './cursors.js';
 export { AcquireAbandonedError } from './pool.js';
 
 /** Why the proxy kills cursors no client asked it to kill (logged with a failure). */
-export type CursorKillReason = 'client_closed' | 'session_ended' | 'idle_timeout';
+export type CursorKillReason = 'client_closed' | 'session_ended' | 'idle_timeout' | 'open_cursors_limit';
 
 export interface UpstreamSettings {
   uri: string;

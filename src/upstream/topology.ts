@@ -73,10 +73,16 @@ export class UpstreamTopology extends EventEmitter {
     return { address: chosen.address, type: chosen.type, maxWireVersion: chosen.maxWireVersion };
   }
 
-  /** Waits up to `timeoutMS` for a writable server (e.g. during an election). */
+  /**
+   * Waits up to `timeoutMS` for a writable server (an election, an upstream restart). Meanwhile a ping
+   * through the driver keeps its monitors checking every half second instead of every heartbeat (10 s):
+   * the driver checks at once only for its own operations waiting on server selection, and the data
+   * plane's requests are not the driver's.
+   */
   async select(timeoutMS: number): Promise<SelectedServer> {
     const now = this.trySelect();
     if (now) return now;
+    this.wakeMonitors(timeoutMS);
     return new Promise<SelectedServer>((resolve, reject) => {
       const onChange = () => {
         const s = this.trySelect();
@@ -91,6 +97,17 @@ export class UpstreamTopology extends EventEmitter {
       }, timeoutMS);
       this.on('changed', onChange);
     });
+  }
+
+  private waking: Promise<unknown> | undefined;
+
+  private wakeMonitors(timeoutMS: number): void {
+    if (this.waking) return;
+    this.waking = this.client
+      .db('admin')
+      .command({ ping: 1 }, { signal: AbortSignal.timeout(timeoutMS) })
+      .catch(() => undefined)
+      .finally(() => (this.waking = undefined));
   }
 
   /** The wire version the proxy may claim: what the selected upstream server speaks. */

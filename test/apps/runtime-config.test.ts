@@ -75,6 +75,8 @@ const SAMPLES: Record<string, { yaml: string[]; text: string[]; pick: (c: Runtim
     text: ['62', '63'],
     pick: (c) => c.upstream.pool.waitQueueTimeoutMS,
   },
+  'upstream.request_timeout_ms': { yaml: ['71000'], text: ['72000', '73000'], pick: (c) => c.upstream.requestTimeoutMS },
+  'upstream.max_await_time_ms': { yaml: ['81'], text: ['82', '83'], pick: (c) => c.upstream.maxAwaitTimeMS },
 };
 
 /** What a sample value loads as: host:port → {host, port}, digits → number, else the string. */
@@ -129,6 +131,8 @@ describe('loadRuntimeConfig', () => {
         connectTimeoutMS: 10_000,
         serverSelectionTimeoutMS: 30_000,
         pool: { maxSize: 100, maxIdleTimeMS: 60_000, waitQueueTimeoutMS: 30_000 },
+        requestTimeoutMS: 120_000,
+        maxAwaitTimeMS: 10_000,
       },
       logLevel: 'info',
       shutdownGraceMS: 10_000,

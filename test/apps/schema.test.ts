@@ -93,7 +93,7 @@ describe('manifest problems name file:line:col, the key path, what was expected 
   describe('unknown keys: where, the allowed keys, and a hint', () => {
     it('suggests the closest allowed key', () => {
       expect(problems(`${open}limits: { conections: 5 }\n`)).toEqual([
-        `${FILE}:3:11: limits.conections: unknown key (did you mean 'connections'?); allowed: connections, operations_per_second, max_document_bytes, max_documents_per_collection`,
+        `${FILE}:3:11: limits.conections: unknown key (did you mean 'connections'?); allowed: connections, operations_per_second, max_document_bytes, max_documents_per_collection, upstream_connections, open_cursors`,
       ]);
     });
 

@@ -16,6 +16,7 @@ import { CliProcess, assertBuilt, tempConfig } from './cli-process.js';
  */
 
 const upstreamUri = inject('upstreamUri');
+const ferret = inject('upstreamIsFerretDB');
 let direct: MongoClient;
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 
@@ -169,6 +170,91 @@ describe('mdb-runtime indexes (in process)', () => {
     expect(await upstreamIndexes(direct, database, 'busy_t')).toMatchObject({ x: { key: { x: 1 } } });
   });
 
+  it('--apply: an index the upstream cannot build is unsupported, with its answer, and not a failure; the next run knows it', async () => {
+    const { dir, database } = setup();
+    const app = appWith('limited', {
+      sessions: [
+        idx('last_seen_1', [['last_seen', 1]], { expireAfterSeconds: 86400 }),
+        idx('open_due', [['due', 1]], { partialFilterExpression: { status: 'open' } }),
+        idx('user_1', [['user', 1]]),
+      ],
+    });
+    const { code, lines } = await run({ config: dir, apply: true }, [app]);
+    expect(code, lines.join('\n')).toBe(0);
+    const result = table(lines, lines.indexOf('result:'));
+    if (!ferret) {
+      expect(result.map((r) => r[3])).toEqual(['ok', 'ok', 'ok']);
+      return;
+    }
+    const ns = `${database}.limited_sessions`;
+    expect(lines.filter((l) => /^\[\d\/3\] .*(cannot build|done in)/.test(l)).map((l) => l.replace(/\(\d+ ms\)|in \d+ ms/, 'N'))).toEqual([
+      `[1/3] limited: building index last_seen_1 on sessions (${ns}): the upstream cannot build it N: NotImplemented (238): Index option "expireAfterSeconds" is not implemented yet`,
+      `[2/3] limited: building index open_due on sessions (${ns}): the upstream cannot build it N: NotImplemented (238): Index option "partialFilterExpression" is not implemented yet`,
+      `[3/3] limited: building index user_1 on sessions (${ns}): done N`,
+    ]);
+    expect(lines.some((l) => l.includes('FAILED'))).toBe(false);
+    expect(result).toEqual([
+      ['limited', 'sessions', 'last_seen_1', 'unsupported', 'the upstream cannot build this index: NotImplemented (238): Index option "expireAfterSeconds" is not implemented yet'],
+      ['limited', 'sessions', 'open_due', 'unsupported', 'the upstream cannot build this index: NotImplemented (238): Index option "partialFilterExpression" is not implemented yet'],
+      ['limited', 'sessions', 'user_1', 'ok'],
+    ]);
+    expect(lines).toContain('1 ok, 0 to create, 0 drifted, 0 to prune, 2 unsupported by the upstream, 0 errors');
+    expect(lines).toContain(
+      'the upstream cannot build 2 indexes, left out (not an error): limited sessions.last_seen_1 (NotImplemented 238), limited sessions.open_due (NotImplemented 238)',
+    );
+
+    // The next run plans them as unsupported (the verdicts are kept in the upstream) and builds nothing.
+    const plan = await run({ config: dir }, [app]);
+    expect(plan.code).toBe(0);
+    expect(table(plan.lines).map((r) => r.slice(0, 4))).toEqual([
+      ['limited', 'sessions', 'last_seen_1', 'unsupported'],
+      ['limited', 'sessions', 'open_due', 'unsupported'],
+      ['limited', 'sessions', 'user_1', 'ok'],
+    ]);
+    expect(plan.lines).not.toContain('nothing was changed; run with --apply to carry out the plan');
+    const again = await run({ config: dir, apply: true }, [app]);
+    expect(again.code).toBe(0);
+    expect(again.lines).toContain('nothing to do');
+    // A changed spec is another index: planned for a build again.
+    const changed = appWith('limited', { sessions: [idx('last_seen_1', [['last_seen', 1]], { expireAfterSeconds: 60 }), idx('user_1', [['user', 1]])] });
+    expect(table((await run({ config: dir }, [changed])).lines).map((r) => r.slice(0, 4))).toEqual([
+      ['limited', 'sessions', 'last_seen_1', 'create'],
+      ['limited', 'sessions', 'user_1', 'ok'],
+    ]);
+  });
+
+  it("another app's broken manifest does not stop --app; without --app it is reported, the others are planned, and the status is 1", async () => {
+    const { dir } = setup('', {
+      'good.yaml': 'slug: good\nauth_required: false\nmanaged_indexes:\n  t:\n    - { keys: { a: 1 }, name: a }\n',
+      'broken.yaml': 'slug: broken\nauth_required: false\nmanaged_indexes:\n  t:\n    - { keys: { a: 1 }, nmae: a }\n',
+    });
+    const runFiles = async (options: IndexesOptions) => {
+      const lines: string[] = [];
+      const code = await runIndexes({ upstream: upstreamUri, config: dir, ...options }, (l) => lines.push(l), { holderId: 'cli-test' });
+      return { code, lines };
+    };
+    const warning = (lines: string[]) => lines.filter((l) => l.startsWith('warning: '));
+
+    const one = await runFiles({ app: 'good' });
+    expect(one.code, one.lines.join('\n')).toBe(0);
+    expect(warning(one.lines)).toHaveLength(1);
+    expect(warning(one.lines)[0]).toMatch(/^warning: manifest not loaded, its indexes are not planned: .*apps\/broken\.yaml:5:\d+: managed_indexes\.t\[0\]\.nmae: unknown key/);
+    expect(table(one.lines).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'create']]);
+
+    const applied = await runFiles({ app: 'good', apply: true });
+    expect(applied.code, applied.lines.join('\n')).toBe(0);
+    expect(table(applied.lines, applied.lines.indexOf('result:')).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'ok']]);
+
+    const all = await runFiles({});
+    expect(all.code).toBe(1);
+    expect(warning(all.lines)).toEqual(warning(one.lines));
+    expect(table(all.lines).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'ok']]);
+    expect(all.lines.find((l) => l.startsWith('1 manifest not loaded'))).toMatch(/^1 manifest not loaded \(see the warnings above\): .*apps\/broken\.yaml$/);
+
+    // Asking for the broken app itself is an error naming its file and what is wrong.
+    await expect(runFiles({ app: 'broken' })).rejects.toThrow(/app 'broken' cannot be loaded from .*apps\/broken\.yaml:\n.*broken\.yaml:5:\d+: .*nmae/);
+  });
+
   it('an unreachable upstream is an error saying what to check', async () => {
     const { dir } = setup('', {}, 300);
     await expect(run({ config: dir, upstream: 'mongodb://127.0.0.1:1/' }, [])).rejects.toThrow(
@@ -205,6 +291,21 @@ describe('mdb-runtime indexes (the built binary)', () => {
     const cli = CliProcess.start(['indexes', '--config', dir, '--upstream', upstreamUri, '--app', 'nope']);
     expect((await cli.exit()).code).toBe(1);
     expect(cli.stderr).toMatch(/mdb-runtime: no app 'nope' in .*apps \(apps: known\)/);
+  });
+
+  it("--app plans its app when another manifest is broken (exit 0, a warning naming the file); without --app the status is 1", async () => {
+    const { dir } = setup('', {
+      'good.yaml': 'slug: good\nauth_required: false\nmanaged_indexes:\n  t:\n    - { keys: { a: 1 }, name: a }\n',
+      'broken.yaml': 'slug: broken\nauth_required: false\nlimits: { connections: many }\n',
+    });
+    const one = CliProcess.start(['indexes', '--config', dir, '--upstream', upstreamUri, '--app', 'good']);
+    expect((await one.exit()).code, one.output()).toBe(0);
+    expect(one.stdout).toMatch(/^warning: manifest not loaded, its indexes are not planned: .*apps\/broken\.yaml:3:\d+: limits\.connections/m);
+    expect(one.stdout).toMatch(/^good +t +a +create/m);
+    const all = CliProcess.start(['indexes', '--config', dir, '--upstream', upstreamUri]);
+    expect((await all.exit()).code, all.output()).toBe(1);
+    expect(all.stdout).toMatch(/^good +t +a +create/m);
+    expect(all.stdout).toMatch(/^1 manifest not loaded \(see the warnings above\): .*apps\/broken\.yaml$/m);
   });
 
   it.runIf(loaderParsesIndexes())('reads managed_indexes from the manifests: plan, then --apply with progress lines', async () => {

@@ -72,7 +72,9 @@ async function stopHarness(h: Harness | undefined): Promise<void> {
 function pools(proxy: TestProxy) {
   return [...proxy.runtime.upstream.pools.values()];
 }
-const waiting = (proxy: TestProxy) => pools(proxy).reduce((n, p) => n + p.waiting, 0);
+/** Requests waiting for an upstream connection: in the pool's queue, or in their app's (limits.upstream_connections). */
+const waiting = (proxy: TestProxy) =>
+  pools(proxy).reduce((n, p) => n + p.waiting, 0) + [...proxy.runtime.usage.entries()].reduce((n, u) => n + u.upstreamWaiting, 0);
 const inUse = (proxy: TestProxy) => pools(proxy).reduce((n, p) => n + p.inUse, 0);
 const registered = (proxy: TestProxy) => proxy.runtime.upstream.cursors.size;
 

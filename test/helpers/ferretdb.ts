@@ -70,6 +70,8 @@ export async function startFerretDB(binary: string, options: FerretDBOptions = {
   const args = [
     '--handler=sqlite',
     `--sqlite-url=file:${dir}/`,
+    // FerretDB writes state.json into --state-dir (default: the working directory, the repository).
+    `--state-dir=${dir}`,
     ...(options.tls
       ? ['--listen-addr=', `--listen-tls=127.0.0.1:${port}`, `--listen-tls-cert-file=${options.tls.certFile}`, `--listen-tls-key-file=${options.tls.keyFile}`]
       : [`--listen-addr=127.0.0.1:${port}`]),

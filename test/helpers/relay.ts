@@ -13,6 +13,8 @@ import { MessageFramer, MsgFlag, OpCode, parseOpMsg, parseOpQuery } from '../../
  *    before the target sees it (a connection that fails mid-request, made deterministic);
  *  - `hold()` / `release()`: keep the target's replies until released (a request in flight), with
  *    `watch(marker)` + `heldMarkedReply()` to know a reply to a marked request is being held;
+ *  - `stall(marker)`: a request containing `marker` gets no reply until `release()` (an upstream stuck on
+ *    one request while it serves the others), with `stalled` counting such requests in flight;
  *  - `onMessage`, `destroyAll`, `resetAll`: act on connections like a crashing client.
  * Messages that fail framing (a length below 16) close the connection: relays here sit between
  * well-behaved peers, and the bad-input suites talk to the proxy directly.
@@ -54,6 +56,8 @@ interface Pair extends RelayedConnection {
   sawMarker: boolean;
   /** Target bytes kept back while holding. */
   held: Buffer[];
+  /** Its request in flight contains the stall marker: replies are kept back until release(). */
+  stalled: boolean;
 }
 
 export class WireRelay {
@@ -67,6 +71,7 @@ export class WireRelay {
   private cut: { commands: Set<string>; done: () => void } | undefined;
   private holding = false;
   private marker: Buffer | undefined;
+  private stallMarker: Buffer | undefined;
 
   private constructor(
     private readonly server: net.Server,
@@ -142,10 +147,31 @@ export class WireRelay {
     this.holding = true;
   }
 
-  /** Passes on the held replies and stops holding. */
+  /** From now on, the replies to requests containing `marker` are kept back (until release()). */
+  stall(marker: string): void {
+    this.stallMarker = Buffer.from(marker);
+  }
+
+  /** Open connections whose request in flight is stalled. */
+  get stalled(): number {
+    let n = 0;
+    for (const p of this.pairs) if (p.stalled) n++;
+    return n;
+  }
+
+  /** Resolves once `n` stalled requests are in flight. */
+  async stalledRequests(n: number): Promise<void> {
+    while (this.stalled < n) await new Promise((resolve) => this.events.once('stalled', resolve));
+  }
+
+  /** Passes on the held replies and stops holding (and stalling). */
   release(): void {
     this.holding = false;
-    for (const p of this.pairs) for (const chunk of p.held.splice(0)) p.client.write(chunk);
+    this.stallMarker = undefined;
+    for (const p of this.pairs) {
+      p.stalled = false;
+      for (const chunk of p.held.splice(0)) p.client.write(chunk);
+    }
   }
 
   /** Resolves once a reply on a connection that carried the watched marker is being held. */
@@ -186,6 +212,7 @@ export class WireRelay {
       client,
       sawMarker: false,
       held: [],
+      stalled: false,
       destroy: () => end((s) => s.destroy()),
       reset: () => end((s) => s.resetAndDestroy()),
     };
@@ -197,7 +224,7 @@ export class WireRelay {
 
     // Target → client: bytes as they come, unless holding.
     target.on('data', (chunk: Buffer) => {
-      if (!this.holding) {
+      if (!this.holding && !pair.stalled) {
         if (!client.destroyed) client.write(chunk);
         return;
       }
@@ -227,6 +254,10 @@ export class WireRelay {
         target.write(message.raw);
         this.messages.push(message);
         if (this.marker && message.raw.includes(this.marker)) pair.sawMarker = true;
+        if (this.stallMarker && message.raw.includes(this.stallMarker)) {
+          pair.stalled = true;
+          this.events.emit('stalled');
+        }
         for (const listener of [...this.listeners]) listener(message, pair);
         if (client.destroyed) return;
       }

@@ -1,6 +1,15 @@
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { MongoClient, type Document } from 'mongodb';
-import { IndexReconciler, LEASE_COLLECTION, LeaseManager, type IndexDefaults, type LeaseDocument } from '../../src/indexes/index.js';
+import {
+  IndexReconciler,
+  LEASE_COLLECTION,
+  LeaseManager,
+  UNSUPPORTED_COLLECTION,
+  upstreamIdentity,
+  type IndexDefaults,
+  type LeaseDocument,
+  type UnsupportedRecord,
+} from '../../src/indexes/index.js';
 import type { AppManifest } from '../../src/apps/manifests.js';
 import { uniqueDb } from '../helpers/proxy.js';
 import { WireRelay } from '../helpers/relay.js';
@@ -39,7 +48,9 @@ interface Started {
   log: CapturedLogger;
 }
 
-function start(options: { client?: MongoClient; holderId?: string; defaults?: Partial<IndexDefaults>; db?: string } = {}): Started {
+function start(
+  options: { client?: MongoClient; holderId?: string; defaults?: Partial<IndexDefaults>; db?: string; identifyUpstream?: () => Promise<string> } = {},
+): Started {
   const log = captureLogger();
   const reconciler = new IndexReconciler({
     client: options.client ?? direct,
@@ -48,6 +59,7 @@ function start(options: { client?: MongoClient; holderId?: string; defaults?: Pa
     logger: log.logger,
     defaults: { ...DEFAULTS, ...options.defaults },
     holderId: options.holderId ?? 'proxy-a',
+    ...(options.identifyUpstream ? { identifyUpstream: options.identifyUpstream } : {}),
   });
   cleanup.push(() => reconciler.stop());
   return { reconciler, log };
@@ -155,7 +167,7 @@ describe('building indexes on the physical collections', () => {
     expect(reconciler.stateOf('dups').indexes.find((i) => i.index === 'email')?.action).toBe('ok');
   });
 
-  it('sparse: built; on FerretDB, which drops the option, reported as an error once and not rebuilt on every pass', async () => {
+  it('sparse: built; on FerretDB, which drops the option, unsupported (logged once) and not rebuilt on every pass', async () => {
     const { reconciler, log } = start({ defaults: { reconcile: 'replace' } });
     const app = appWith('sparse', { t: [idx('s', [['s', 1]], { sparse: true })] });
     await reconcile(reconciler, [app]);
@@ -168,12 +180,19 @@ describe('building indexes on the physical collections', () => {
       return;
     }
     expect(listed.s).toEqual({ key: { s: 1 } });
-    expect(status).toMatchObject({ action: 'error', error: expect.stringContaining('sparse: manifest true, upstream absent') });
-    const builds = log.lines.filter((l) => l.msg === 'index build started').length;
+    expect(status).toMatchObject({
+      action: 'unsupported',
+      detail: 'the upstream accepted the index but does not list it as specified (sparse: manifest true, upstream absent)',
+    });
+    expect(status.error).toBeUndefined();
+    const noticed = (l: Record<string, unknown>) => String(l.msg).startsWith('index built, but the upstream does not list it as specified');
+    expect(log.lines.filter(noticed)).toHaveLength(1);
+    const before = log.lines.length;
     reconciler.reconcileNow('sparse');
     await reconciler.idle();
-    expect(log.lines.filter((l) => l.msg === 'index build started').length).toBe(builds);
-    expect(reconciler.stateOf('sparse').indexes[0]?.action).toBe('error');
+    // Neither rebuilt (reconcile: replace would) nor reported again.
+    expect(log.lines.slice(before).filter((l) => l.app_id === 'sparse' && Number(l.level) >= 30)).toEqual([]);
+    expect(reconciler.stateOf('sparse').indexes[0]?.action).toBe('unsupported');
   });
 });
 
@@ -281,12 +300,23 @@ describe('index types FerretDB lacks: the exact createIndexes commands', () => {
     const state = reconciler.stateOf('kinds');
     expect(state.phase).toBe('done');
     if (ferret) {
-      // FerretDB refuses each of these (a wildcard it builds, but not its projection); each fails alone.
+      // FerretDB refuses each of these (a wildcard it builds, but not its projection): each is unsupported
+      // alone, with FerretDB's answer, and none is an error.
       const byName = Object.fromEntries(state.indexes.map((i) => [i.index, i]));
-      for (const name of ['ttl', 'open_due', 'name_ci', 'search', 'loc', 'user_hashed', 'wild']) {
-        expect(byName[name], name).toMatchObject({ action: 'error', error: expect.stringMatching(/NotImplemented \(238\)|IndexNotFound \(27\)/) });
+      const answers: Record<string, [number, string, string]> = {
+        ttl: [238, 'NotImplemented', 'Index option "expireAfterSeconds" is not implemented yet'],
+        open_due: [238, 'NotImplemented', 'Index option "partialFilterExpression" is not implemented yet'],
+        name_ci: [238, 'NotImplemented', 'Index option "collation" is not implemented yet'],
+        search: [27, 'IndexNotFound', `can't find index with key: { title: "text" }`],
+        loc: [27, 'IndexNotFound', `can't find index with key: { loc: "2dsphere" }`],
+        user_hashed: [27, 'IndexNotFound', `can't find index with key: { user: "hashed" }`],
+        wild: [238, 'NotImplemented', 'Index option "wildcardProjection" is not implemented yet'],
+      };
+      for (const [name, [code, codeName, errmsg]] of Object.entries(answers)) {
+        expect(byName[name], name).toMatchObject({ action: 'unsupported', reason: { code, codeName, errmsg } });
+        expect(byName[name]!.detail, name).toBe(`the upstream cannot build this index: ${codeName} (${code}): ${errmsg}`);
+        expect(byName[name]!.error, name).toBeUndefined();
       }
-      expect(byName.wild!.error).toContain('wildcardProjection');
     } else {
       // A real MongoDB builds them all, and lists them so that the next pass finds them in place.
       expect(rows(reconciler, 'kinds').map(([, i, a]) => [i, a])).toEqual(
@@ -297,6 +327,179 @@ describe('index types FerretDB lacks: the exact createIndexes commands', () => {
       expect(listed.ttl).toMatchObject({ expireAfterSeconds: 3600 });
       expect(listed.search).toMatchObject({ weights: { title: 10, body: 1 }, default_language: 'french' });
     }
+  });
+});
+
+describe('indexes the upstream cannot build: unsupported, not an error', () => {
+  const UNSUPPORTED = 'index not supported by the upstream; not built again until its spec, the upstream or the proxy changes';
+  const TTL = idx('last_seen_1', [['last_seen', 1]], { expireAfterSeconds: 86400 });
+  const PARTIAL = idx('open_due', [['due', 1]], { partialFilterExpression: { status: 'open' } });
+  const PLAIN = idx('user_1', [['user', 1]]);
+  /** Lines about this app at info or above (debug: the lease taken and released on every pass). */
+  const said = (log: CapturedLogger, slug: string, from = 0) => log.lines.slice(from).filter((l) => l.app_id === slug && Number(l.level) >= 30);
+
+  it('TTL and partial: unsupported with the upstream answer, logged once, not built again on the next passes; the others are built', async () => {
+    const { reconciler, log } = start();
+    const app = appWith('limits', { sessions: [TTL, PARTIAL, PLAIN] });
+    await reconcile(reconciler, [app]);
+    if (!ferret) {
+      // A MongoDB builds them all.
+      expect(rows(reconciler, 'limits').map(([, i, a]) => [i, a])).toEqual([
+        ['last_seen_1', 'ok'],
+        ['open_due', 'ok'],
+        ['user_1', 'ok'],
+      ]);
+      return;
+    }
+    const state = reconciler.stateOf('limits');
+    expect(state.phase).toBe('done');
+    expect(state.indexes.map((i) => [i.index, i.action, i.reason?.code, i.reason?.codeName, i.reason?.errmsg])).toEqual([
+      ['last_seen_1', 'unsupported', 238, 'NotImplemented', 'Index option "expireAfterSeconds" is not implemented yet'],
+      ['open_due', 'unsupported', 238, 'NotImplemented', 'Index option "partialFilterExpression" is not implemented yet'],
+      ['user_1', 'ok', undefined, undefined, undefined],
+    ]);
+    expect(state.indexes.every((i) => i.error === undefined)).toBe(true);
+    expect(Object.keys(await upstreamIndexes(direct, database, 'limits_sessions')).sort()).toEqual(['_id_', 'user_1']);
+    // One warning each, with the upstream's answer; never "index build failed".
+    const found = log.lines.filter((l) => l.msg === UNSUPPORTED);
+    expect(found.map((l) => [l.app_id, l.index, l.level, l.code, l.code_name])).toEqual([
+      ['limits', 'last_seen_1', 40, 238, 'NotImplemented'],
+      ['limits', 'open_due', 40, 238, 'NotImplemented'],
+    ]);
+    expect(found[0]!.upstream).toBe(await upstreamIdentity(direct.db(database)));
+    expect(log.lines.filter((l) => l.msg === 'index build failed')).toEqual([]);
+    // Kept in the upstream for the CLI and the other proxies.
+    const kept = await direct.db(database).collection<UnsupportedRecord>(UNSUPPORTED_COLLECTION).find({ app: 'limits' }).sort({ index: 1 }).toArray();
+    expect(kept.map((r) => [r.collection, r.index, r.reason?.code, r.foundBy])).toEqual([
+      ['sessions', 'last_seen_1', 238, 'proxy-a'],
+      ['sessions', 'open_due', 238, 'proxy-a'],
+    ]);
+
+    // The second and third passes build nothing and say nothing; the state stays.
+    for (const pass of [2, 3]) {
+      const from = log.lines.length;
+      const lastRun = reconciler.stateOf('limits').lastRun!;
+      reconciler.reconcileNow('limits');
+      await reconciler.idle();
+      expect(reconciler.stateOf('limits').lastRun, `pass ${pass} ran`).toBeGreaterThanOrEqual(lastRun);
+      expect(said(log, 'limits', from), `pass ${pass}`).toEqual([]);
+      expect(rows(reconciler, 'limits').map(([, i, a]) => [i, a])).toEqual([
+        ['last_seen_1', 'unsupported'],
+        ['open_due', 'unsupported'],
+        ['user_1', 'ok'],
+      ]);
+    }
+  });
+
+  it("tried again when its spec changes (not when another index of the app changes), when the upstream's identity changes, and after a restart", async () => {
+    let identity = 'upstream one';
+    const { reconciler, log } = start({ identifyUpstream: () => Promise.resolve(identity) });
+    const builds = (from: number) => log.lines.slice(from).filter((l) => l.msg === 'index build started').map((l) => l.index);
+    await reconcile(reconciler, [appWith('retry', { t: [TTL, PLAIN] })]);
+    if (!ferret) {
+      expect(rows(reconciler, 'retry').map(([, , a]) => a)).toEqual(['ok', 'ok']);
+      return;
+    }
+    expect(rows(reconciler, 'retry').map(([, , a]) => a)).toEqual(['unsupported', 'ok']);
+
+    // Another index of the app added: built; the TTL index not tried again.
+    let from = log.lines.length;
+    const other = idx('other_1', [['other', 1]]);
+    await reconcile(reconciler, [appWith('retry', { t: [TTL, PLAIN, other] })]);
+    expect(builds(from)).toEqual(['other_1']);
+    expect(rows(reconciler, 'retry').map(([, i, a]) => [i, a])).toEqual([
+      ['last_seen_1', 'unsupported'],
+      ['user_1', 'ok'],
+      ['other_1', 'ok'],
+    ]);
+
+    // Its spec changed: tried again, and reported again (once).
+    from = log.lines.length;
+    const shorter = idx('last_seen_1', [['last_seen', 1]], { expireAfterSeconds: 3600 });
+    await reconcile(reconciler, [appWith('retry', { t: [shorter, PLAIN, other] })]);
+    expect(builds(from)).toEqual(['last_seen_1']);
+    expect(log.lines.slice(from).filter((l) => l.msg === UNSUPPORTED).map((l) => l.index)).toEqual(['last_seen_1']);
+    expect(rows(reconciler, 'retry')[0]![2]).toBe('unsupported');
+
+    // The same upstream answers again: nothing; another one (a new version or topology): tried again.
+    from = log.lines.length;
+    reconciler.reconcileNow('retry');
+    await reconciler.idle();
+    expect(builds(from)).toEqual([]);
+    identity = 'upstream two';
+    reconciler.reconcileNow('retry');
+    await reconciler.idle();
+    expect(builds(from)).toEqual(['last_seen_1']);
+    expect(log.lines.slice(from).filter((l) => l.msg === UNSUPPORTED).map((l) => l.upstream)).toEqual(['upstream two']);
+
+    // A restarted proxy (a new reconciler) tries once, then keeps quiet like the first.
+    await reconciler.stop();
+    const restarted = start({ identifyUpstream: () => Promise.resolve(identity) });
+    await reconcile(restarted.reconciler, [appWith('retry', { t: [shorter, PLAIN, other] })]);
+    expect(restarted.log.lines.filter((l) => l.msg === 'index build started').map((l) => l.index)).toEqual(['last_seen_1']);
+    expect(restarted.log.lines.filter((l) => l.msg === UNSUPPORTED)).toHaveLength(1);
+    from = restarted.log.lines.length;
+    restarted.reconciler.reconcileNow('retry');
+    await restarted.reconciler.idle();
+    expect(said(restarted.log, 'retry', from)).toEqual([]);
+  });
+
+  it('replace: a drifted index whose rebuild the upstream refuses is dropped once, then unsupported (not tried on every pass)', async () => {
+    await direct.db(database).collection('rebuild_t').createIndex({ last_seen: 1 }, { name: 'last_seen_1' });
+    const { reconciler, log } = start({ defaults: { reconcile: 'replace' } });
+    await reconcile(reconciler, [appWith('rebuild', { t: [TTL] })]);
+    const status = reconciler.stateOf('rebuild').indexes[0]!;
+    if (!ferret) {
+      expect(status.action).toBe('ok');
+      expect(await upstreamIndexes(direct, database, 'rebuild_t')).toMatchObject({ last_seen_1: { expireAfterSeconds: 86400 } });
+      return;
+    }
+    expect(status).toMatchObject({
+      action: 'unsupported',
+      detail: 'the drifted index was dropped and the upstream cannot build this index: NotImplemented (238): Index option "expireAfterSeconds" is not implemented yet',
+      reason: { code: 238 },
+    });
+    expect(Object.keys(await upstreamIndexes(direct, database, 'rebuild_t'))).toEqual(['_id_']);
+    const from = log.lines.length;
+    reconciler.reconcileNow('rebuild');
+    await reconciler.idle();
+    expect(said(log, 'rebuild', from)).toEqual([]);
+    expect(reconciler.stateOf('rebuild').indexes[0]?.action).toBe('unsupported');
+  });
+
+  it('a unique index over duplicates is still an error: tried, and reported, on every pass', async () => {
+    const coll = direct.db(database).collection('dupkey_t');
+    await coll.insertMany([{ e: 1, [TAG]: 'dupkey' }, { e: 1, [TAG]: 'dupkey' }]);
+    const { reconciler, log } = start();
+    await reconcile(reconciler, [appWith('dupkey', { t: [idx('e_1', [['e', 1]], { unique: true })] })]);
+    for (const pass of [1, 2]) {
+      const state = reconciler.stateOf('dupkey').indexes[0]!;
+      expect(state, `pass ${pass}`).toMatchObject({ action: 'error', error: expect.stringMatching(/same values for this unique index/) });
+      expect(state.reason).toBeUndefined();
+      expect(log.lines.filter((l) => l.msg === 'index build failed'), `pass ${pass}`).toHaveLength(pass);
+      if (pass === 1) {
+        reconciler.reconcileNow('dupkey');
+        await reconciler.idle();
+      }
+    }
+    expect(log.lines.filter((l) => l.msg === UNSUPPORTED)).toEqual([]);
+    expect(await direct.db(database).collection(UNSUPPORTED_COLLECTION).countDocuments({ app: 'dupkey' })).toBe(0);
+  });
+
+  it("a proxy waiting for another's lease shows the verdicts the holder kept", async () => {
+    const app = appWith('shared', { t: [TTL, PLAIN] });
+    const a = start({ holderId: 'proxy-a' });
+    await reconcile(a.reconciler, [app]);
+    // Another proxy holds the lease now: B cannot build, and shows what A found.
+    const other = new LeaseManager({ db: direct.db(database), holderId: 'proxy-x', ttlMS: 10_000 });
+    const held = await other.acquire('shared');
+    if (!held.acquired) throw new Error('lease not acquired');
+    cleanup.push(() => held.lease.release());
+    const b = start({ holderId: 'proxy-b' });
+    await reconcile(b.reconciler, [app]);
+    expect(b.reconciler.stateOf('shared').phase).toBe('waiting-for-lease');
+    expect(rows(b.reconciler, 'shared').map(([, i, act]) => [i, act])).toEqual(ferret ? [['last_seen_1', 'unsupported'], ['user_1', 'ok']] : [['last_seen_1', 'ok'], ['user_1', 'ok']]);
+    if (ferret) expect(b.reconciler.stateOf('shared').indexes[0]!.reason).toMatchObject({ code: 238 });
   });
 });
 

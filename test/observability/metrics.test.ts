@@ -281,7 +281,7 @@ describe('metrics after a scripted workload', () => {
     expect(total(samples, 'mdb_apps', { status: 'available' })).toBe(2);
     expect(select(samples, 'mdb_manifest_last_reload_timestamp_seconds')[0]!.value).toBeGreaterThan(Date.now() / 1000 - 3600);
     for (const app of ['alpha', 'beta']) {
-      expect(select(samples, 'mdb_indexes', { app }).map((s) => s.labels.action).sort()).toEqual(['create', 'drift', 'error', 'ok', 'prune']);
+      expect(select(samples, 'mdb_indexes', { app }).map((s) => s.labels.action).sort()).toEqual(['create', 'drift', 'error', 'ok', 'prune', 'unsupported']);
       expect(select(samples, 'mdb_index_reconciliation_phase', { app })).toHaveLength(5);
     }
   });

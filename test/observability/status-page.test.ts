@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MongoClient } from 'mongodb';
 import type { Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import { afterEdit, writeManifest } from '../helpers/reload.js';
 import { connect, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { launchChromium, type HeadlessChromium } from './chromium.js';
@@ -16,6 +16,7 @@ import { launchChromium, type HeadlessChromium } from './chromium.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUTPUT = path.join(ROOT, 'test-output');
+const ferret = inject('upstreamIsFerretDB');
 /** The page refreshes every 2 s; every wait on it has this deadline. */
 const DEADLINE_MS = 15_000;
 
@@ -26,11 +27,16 @@ const DEADLINE_MS = 15_000;
 interface PageElement {
   readonly textContent: string | null;
   readonly dataset: Record<string, string | undefined>;
+  readonly parentElement: PageElement | null;
+  className: string;
   getAttribute(name: string): string | null;
   querySelector(selector: string): PageElement | null;
   querySelectorAll(selector: string): Iterable<PageElement>;
+  appendChild(child: PageElement): void;
+  remove(): void;
 }
-declare const document: { readonly body: PageElement; querySelector(selector: string): PageElement | null };
+declare const document: { readonly body: PageElement; querySelector(selector: string): PageElement | null; createElement(tag: string): PageElement };
+declare function getComputedStyle(element: PageElement): { readonly color: string; readonly backgroundColor: string };
 
 let launched: HeadlessChromium | undefined;
 let launchError: Error | undefined;
@@ -135,7 +141,7 @@ function serverNumbers(samples: Sample[], slug: string): ServerNumbers {
     ops_total: sum(samples, 'mdb_operations_total', { app: slug }),
     errors_total: sum(samples, 'mdb_operations_total', { app: slug }, (s) => s.labels.outcome !== 'ok'),
     connections: sum(samples, 'mdb_client_connections', { app: slug }),
-    indexes: Object.fromEntries(['ok', 'create', 'drift', 'error'].map((action) => [action, sum(samples, 'mdb_indexes', { app: slug, action })])),
+    indexes: Object.fromEntries(['ok', 'create', 'drift', 'unsupported', 'error'].map((action) => [action, sum(samples, 'mdb_indexes', { app: slug, action })])),
   };
 }
 
@@ -280,7 +286,7 @@ describe('status page', () => {
       expect(Number(values.ops_total), `${slug} total operations`).toBe(server.ops_total);
       expect(Number(values.errors_total), `${slug} errors`).toBe(server.errors_total);
       expect(Number(values.connections), `${slug} connections`).toBe(server.connections);
-      for (const action of ['ok', 'create', 'drift', 'error']) {
+      for (const action of ['ok', 'create', 'drift', 'unsupported', 'error']) {
         expect(Number(values[`indexes_${action}`] ?? 0), `${slug} indexes ${action}`).toBe(server.indexes[action]);
       }
       // ... and /metrics counted the traffic this test sent, the failures as errors.
@@ -313,6 +319,88 @@ describe('status page', () => {
     expect(shown.get('beta')!.values.indexes_total, 'beta declares no indexes').toBe('0');
     expect(await page.getAttribute('body', 'data-ready')).toBe('true');
     expect(errors, 'console errors (CSP violations, script errors)').toEqual([]);
+  });
+});
+
+describe('status page: indexes the upstream cannot build (the example config)', () => {
+  // The example config as `npm run dev` serves it (dev.sh makes up the secret the same way).
+  const EXAMPLE = path.join(ROOT, 'config/apps');
+  let proxy: TestProxy;
+  let secretBefore: string | undefined;
+
+  beforeAll(async () => {
+    secretBefore = process.env.TASK_MANAGER_JWT_SECRET;
+    process.env.TASK_MANAGER_JWT_SECRET = createHash('sha256').update('status page example').digest('base64url');
+    proxy = await startTestProxy({
+      apps: Object.fromEntries(fs.readdirSync(EXAMPLE).map((f) => [f, fs.readFileSync(path.join(EXAMPLE, f), 'utf8')])),
+      logLevel: 'info',
+    });
+  });
+
+  afterAll(async () => {
+    await proxy?.stop();
+    if (secretBefore === undefined) delete process.env.TASK_MANAGER_JWT_SECRET;
+    else process.env.TASK_MANAGER_JWT_SECRET = secretBefore;
+  });
+
+  it('shows no red: the TTL index FerretDB cannot build is a neutral "unsupported" chip with the reason as its tooltip', async () => {
+    const { page, errors } = await chromium().newPage();
+    onTestFinished(() => page.close());
+    await page.goto(`http://127.0.0.1:${proxy.httpPort}/`);
+    // Reconciled: the four managed indexes of task_manager all shown in a final state.
+    await page.waitForFunction(
+      () => {
+        const row = document.querySelector('tr[data-app="task_manager"]');
+        const n = (field: string) => Number(row?.querySelector(`[data-field="indexes_${field}"]`)?.getAttribute('data-value') || 0);
+        return n('ok') + n('unsupported') === 4;
+      },
+      null,
+      { timeout: DEADLINE_MS },
+    );
+    const shown = await renderedApps(page);
+    const tm = shown.get('task_manager')!;
+    expect(tm.status).toBe('available');
+    expect(shown.get('playground')?.status).toBe('available');
+    const server = await scrape(proxy);
+    const gauge = (action: string) => sum(server, 'mdb_indexes', { app: 'task_manager', action });
+    expect(Number(tm.values.indexes_ok)).toBe(gauge('ok'));
+    expect(Number(tm.values.indexes_error)).toBe(0);
+    expect(gauge('error')).toBe(0);
+    const chip = page.locator('tr[data-app="task_manager"] [data-field="indexes_unsupported"]');
+    if (ferret) {
+      expect(tm.values.indexes_unsupported).toBe('1');
+      expect(gauge('unsupported')).toBe(1);
+      expect(await chip.textContent()).toBe('1 unsupported');
+      const title = (await chip.getAttribute('title')) ?? '';
+      expect(title).toContain('sessions.last_seen_1: the upstream cannot build this index: NotImplemented (238): Index option "expireAfterSeconds" is not implemented yet');
+      // Not the error style: another class, and other colours than an error chip's.
+      const classes = ((await chip.getAttribute('class')) ?? '').split(' ');
+      expect(classes).toContain('limit');
+      expect(classes).not.toContain('bad');
+      const colours = await page.evaluate(() => {
+        const shownChip = document.querySelector('tr[data-app="task_manager"] [data-field="indexes_unsupported"]')!;
+        const probe = document.createElement('span');
+        probe.className = 'chip bad';
+        shownChip.parentElement!.appendChild(probe);
+        const of = (e: PageElement) => ({ color: getComputedStyle(e).color, background: getComputedStyle(e).backgroundColor });
+        const out = { chip: of(shownChip), error: of(probe) };
+        probe.remove();
+        return out;
+      });
+      expect(colours.chip.color).not.toBe(colours.error.color);
+      expect(colours.chip.background).not.toBe(colours.error.background);
+    } else {
+      // A MongoDB builds the TTL index: no unsupported chip at all.
+      expect(tm.values.indexes_ok).toBe('4');
+      expect(await chip.count()).toBe(0);
+    }
+    // Nothing on the first screen is red: no error badge or chip, no error text, no health reason.
+    expect(await page.locator('.bad, .err, .errors.nonzero, .meta.failed').count()).toBe(0);
+    expect(await page.locator('#health-reason').textContent()).toBe('');
+    expect(await page.getAttribute('body', 'data-ready')).toBe('true');
+    fs.mkdirSync(OUTPUT, { recursive: true });
+    await page.screenshot({ path: path.join(OUTPUT, 'status-page-example.png'), fullPage: true });
+    expect(errors).toEqual([]);
   });
 });
 
