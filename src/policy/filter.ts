@@ -1,4 +1,5 @@
 import { commandError } from './errors.js';
+import { hideTagInFilter } from './expression.js';
 import { typeName } from './namespace.js';
 import { isDoc, type AppScope, type Doc } from './scope.js';
 
@@ -14,13 +15,14 @@ export function tagCondition(scope: AppScope): Doc {
  * differ on equalities inside `$and` (FerretDB ignores them: with the tag there, it inserted a document
  * without any tag). A filter whose tag condition is exactly ours stays as it is; any other condition
  * the app puts on the tag moves into `$and`, where it can narrow ours but never replace it, and the rest
- * of the filter stays where it was.
+ * of the filter stays where it was. Its `$expr` conditions see documents as the app does (expression.ts).
  */
-export function scopeFilter(scope: AppScope, filter: unknown, field: string): Doc {
-  if (filter === undefined || filter === null) return tagCondition(scope);
-  if (!isDoc(filter)) {
-    throw commandError('TypeMismatch', `BSON field '${field}' is the wrong type '${typeName(filter)}', expected type 'object'`);
+export function scopeFilter(scope: AppScope, raw: unknown, field: string): Doc {
+  if (raw === undefined || raw === null) return tagCondition(scope);
+  if (!isDoc(raw)) {
+    throw commandError('TypeMismatch', `BSON field '${field}' is the wrong type '${typeName(raw)}', expected type 'object'`);
   }
+  const filter = hideTagInFilter(scope, raw) as Doc;
   const tag = scope.tagField;
   if (!Object.prototype.hasOwnProperty.call(filter, tag)) return { ...filter, [tag]: scope.slug };
   if (filter[tag] === scope.slug) return filter;

@@ -38,8 +38,19 @@ export type CursorView =
    * to be checked (added to the app's projection), so it is stripped even when exposed.
    */
   | { readonly kind: 'documents'; readonly appDb: string; readonly checkTag?: boolean; readonly hideTag?: boolean }
-  /** listCollections entries: names mapped back; `names` filters by the app's names (listCollections filter on `name`). */
-  | { readonly kind: 'collections'; readonly appDb: string; readonly names?: NameFilter }
+  /**
+   * listCollections entries, shown as the app's own (names, view sources and pipelines mapped back);
+   * `names`: the app's collections it may list (data_access); `entries`: the listCollections filter,
+   * evaluated by the proxy over each entry as shown (may throw a CommandError: its budget, $expr errors);
+   * `nameOnly`: entries are reduced to `{name, type}` by the proxy, before the filter sees them.
+   */
+  | {
+      readonly kind: 'collections';
+      readonly appDb: string;
+      readonly names?: NameFilter;
+      readonly entries?: EntryFilter;
+      readonly nameOnly?: boolean;
+    }
   /** listIndexes entries: `ns` mapped back. */
   | { readonly kind: 'indexes'; readonly appDb: string }
   /** Change events of a collection change stream: `ns`/`to` mapped back, the tag stripped from documents. */
@@ -47,6 +58,9 @@ export type CursorView =
 
 /** A condition on collection names the proxy evaluates itself (the upstream only sees physical names). */
 export type NameFilter = (name: string) => boolean;
+
+/** A condition on whole listCollections entries the proxy evaluates itself. */
+export type EntryFilter = (entry: Doc) => boolean;
 
 export interface RewrittenCommand {
   /** The body to send, `$db` and `lsid` still to be set by the orchestrator. */

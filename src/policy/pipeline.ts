@@ -1,5 +1,6 @@
 import { commandError, locationError } from './errors.js';
 import { physicalCollection, sameDatabase, typeName } from './namespace.js';
+import { hideTagInExpression } from './expression.js';
 import { scopeFilter, tagCondition } from './filter.js';
 import { isDoc, type Access, type AppScope, type Doc } from './scope.js';
 
@@ -228,8 +229,12 @@ function rewriteMerge(ctx: PipelineContext, arg: unknown, where: string): Doc[] 
   ctx.access.push({ action: 'write', collection: logical(into) });
   const out: Doc = { ...spec, into: { db: ctx.scope.database, coll } };
   if (Array.isArray(spec.whenMatched)) {
-    // A whenMatched pipeline rewrites the target document: it leaves with the app's tag too.
-    out.whenMatched = [...(spec.whenMatched as unknown[]), stampStage(ctx.scope)];
+    // A whenMatched pipeline rewrites the target document: it sees it without the tag, and it leaves
+    // with the app's tag. Its variables ($$new by default) see the incoming document without the tag
+    // stamped on it for the insert case.
+    const hide = !ctx.scope.exposeTag;
+    out.whenMatched = [...(hide ? [{ $unset: ctx.scope.tagField }] : []), ...(spec.whenMatched as unknown[]), stampStage(ctx.scope)];
+    if (hide) out.let = isDoc(spec.let) ? hideTagInExpression(ctx.scope, spec.let) : { new: hideTagInExpression(ctx.scope, '$$ROOT') };
   }
   return [stampStage(ctx.scope), { $merge: out }];
 }

@@ -5,6 +5,7 @@ import { decodeDocument, encodeDocument } from './decode.js';
 import type { CursorView, ReplyPlan } from './handler.js';
 import { logicalCollection, logicalNamespace } from './namespace.js';
 import { isDoc, type AppScope, type Doc } from './scope.js';
+import { appViewPipeline } from './view-pipeline.js';
 
 /**
  * Rewrites a reply body for the app (pure; the data plane swaps the body). Replies that carry documents
@@ -26,14 +27,67 @@ export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer, fai
   }
 }
 
-/** Physical names back to the app's, in any string of a reply. */
+/**
+ * Physical names back to the app's, in any string of a reply. The command's collections come from the
+ * app (a pipeline may name thousands) and so may the text (a server error can quote the command): one
+ * pass over the text, taking at each occurrence of the prefix the longest of the names that follows it
+ * (a trie walk of at most one name's length, which the namespace limit bounds), never a pass per name.
+ */
 function nameMapper(scope: AppScope, appDb: string, collections: readonly string[]): (text: string) => string {
-  const names = [...collections].sort((a, b) => b.length - a.length);
+  const trie = new NameTrie(collections);
+  const prefix = scope.prefix;
   return (text) => {
-    let out = text.split(`${scope.database}.${scope.prefix}`).join(`${appDb}.`);
-    for (const name of names) out = out.split(scope.prefix + name).join(name);
+    const mapped = text.split(`${scope.database}.${prefix}`).join(`${appDb}.`);
+    let out = '';
+    let from = 0;
+    for (let at = mapped.indexOf(prefix); at >= 0; at = mapped.indexOf(prefix, at)) {
+      const length = trie.longestAt(mapped, at + prefix.length);
+      if (length === 0) {
+        at += 1;
+        continue;
+      }
+      out += mapped.slice(from, at) + mapped.substr(at + prefix.length, length);
+      at += prefix.length + length;
+      from = at;
+    }
+    out += mapped.slice(from);
     return out.split(`${scope.database}.`).join(`${appDb}.`);
   };
+}
+
+/** The app's collection names by character, for longest-match lookups. */
+class NameTrie {
+  private readonly root: TrieNode = { next: new Map(), end: false };
+
+  constructor(names: readonly string[]) {
+    for (const name of names) {
+      let node = this.root;
+      for (let i = 0; i < name.length; i++) {
+        const ch = name[i]!;
+        let child = node.next.get(ch);
+        if (!child) node.next.set(ch, (child = { next: new Map(), end: false }));
+        node = child;
+      }
+      node.end = true;
+    }
+  }
+
+  /** The length (UTF-16 units) of the longest name starting at `at` in `text`, 0 when none does. */
+  longestAt(text: string, at: number): number {
+    let node: TrieNode | undefined = this.root;
+    let longest = 0;
+    for (let i = at; i < text.length; i++) {
+      node = node.next.get(text[i]!);
+      if (!node) break;
+      if (node.end) longest = i + 1 - at;
+    }
+    return longest;
+  }
+}
+
+interface TrieNode {
+  readonly next: Map<string, TrieNode>;
+  end: boolean;
 }
 
 /** An explain reply names the physical namespace in many places (queryPlanner, stages, shards): map every string. */
@@ -93,20 +147,35 @@ function cursorNs(body: Buffer): string | undefined {
   return body.toString('utf8', ns.valueStart + 4, ns.valueEnd - 1);
 }
 
-/** listCollections entries: only the app's, with its names; views show the app's source name. */
+/**
+ * listCollections entries: only the app's, as a dedicated database would hold them (its names, a view's
+ * source and pipeline as the app wrote them, view-pipeline.ts); then the app's filter, evaluated here
+ * over these entries alone (the upstream got only the prefix condition).
+ */
 function showCollections(scope: AppScope, view: Extract<CursorView, { kind: 'collections' }>, batch: unknown[]): Doc[] {
   const out: Doc[] = [];
   for (const entry of batch) {
     if (!isDoc(entry) || typeof entry.name !== 'string') continue;
     const name = logicalCollection(scope, entry.name);
     if (name === undefined || (view.names && !view.names(name))) continue;
+    if (view.nameOnly) {
+      const reduced: Doc = { name };
+      if (entry.type !== undefined) reduced.type = entry.type;
+      if (view.entries && !view.entries(reduced)) continue;
+      out.push(reduced);
+      continue;
+    }
     const shown: Doc = { ...entry, name };
-    if (isDoc(entry.options) && typeof entry.options.viewOn === 'string') {
-      shown.options = { ...entry.options, viewOn: logicalCollection(scope, entry.options.viewOn) ?? entry.options.viewOn };
+    if (isDoc(entry.options) && (typeof entry.options.viewOn === 'string' || entry.options.pipeline !== undefined)) {
+      const options: Doc = { ...entry.options };
+      if (typeof options.viewOn === 'string') options.viewOn = logicalCollection(scope, options.viewOn) ?? options.viewOn;
+      if (options.pipeline !== undefined) options.pipeline = appViewPipeline(scope, options.pipeline);
+      shown.options = options;
     }
     if (isDoc(entry.idIndex) && typeof entry.idIndex.ns === 'string') {
       shown.idIndex = { ...entry.idIndex, ns: logicalNamespace(scope, view.appDb, entry.idIndex.ns) ?? entry.idIndex.ns };
     }
+    if (view.entries && !view.entries(shown)) continue;
     out.push(shown);
   }
   return out;

@@ -1,4 +1,5 @@
 import { commandError } from './errors.js';
+import { hideTagInExpression } from './expression.js';
 import { typeName } from './namespace.js';
 import { isDoc, type AppScope, type Doc } from './scope.js';
 
@@ -27,7 +28,8 @@ function immutable(scope: AppScope): never {
  * Guards the `u` of an update statement (or findAndModify's `update`) so the write keeps the app's tag:
  * - operator updates may not touch the tag, except setting it to the app's own value;
  * - replacement documents get the tag (or must already carry the app's value);
- * - pipeline updates end with a stage that sets the tag, whatever the stages before did.
+ * - pipeline updates end with a stage that sets the tag, whatever the stages before did; their
+ *   expressions see the document as the app does (expression.ts).
  */
 export function guardUpdate(scope: AppScope, u: unknown, field: string): Doc | Doc[] {
   if (Array.isArray(u)) return guardPipelineUpdate(scope, u, field);
@@ -69,11 +71,41 @@ function guardPipelineUpdate(scope: AppScope, stages: unknown[], field: string):
         `${field}: ${names.join(', ') || 'an empty stage'} is not allowed to be used within an update`,
       );
     }
-    out.push(stage);
+    out.push(hideTagInStage(scope, names[0]!, stage));
   }
   // Whatever the stages did to the tag (set, unset, replaced the root), the document leaves with ours.
   out.push({ $set: { [scope.tagField]: { $literal: scope.slug } } });
   return out;
+}
+
+/**
+ * An update pipeline stage whose expressions see the document without the tag. The tag itself stays
+ * where it is in the document (an update that changes nothing for the app changes nothing stored, and
+ * nModified says so): a new root that is the document itself, or merges it at the top level, keeps it
+ * there for the final stage to set.
+ */
+function hideTagInStage(scope: AppScope, name: string, stage: Doc): Doc {
+  const arg = stage[name];
+  switch (name) {
+    case '$unset':
+      return stage; // field names, not expressions
+    case '$replaceWith':
+      return { $replaceWith: hideTagInRoot(scope, arg) };
+    case '$replaceRoot':
+      return isDoc(arg) ? { $replaceRoot: { ...arg, newRoot: hideTagInRoot(scope, arg.newRoot) } } : stage;
+    default: {
+      const hidden = hideTagInExpression(scope, arg);
+      return hidden === arg ? stage : { [name]: hidden };
+    }
+  }
+}
+
+function hideTagInRoot(scope: AppScope, root: unknown): unknown {
+  if (root === '$$ROOT' || root === '$$CURRENT') return root;
+  if (isDoc(root) && Object.keys(root).length === 1 && Array.isArray(root.$mergeObjects)) {
+    return { $mergeObjects: root.$mergeObjects.map((r) => hideTagInRoot(scope, r)) };
+  }
+  return hideTagInExpression(scope, root);
 }
 
 /**

@@ -192,6 +192,8 @@ describe('find exact-_id fast path: projections', () => {
     ['{_id: 1, tag: 0} (dropping the exclusion would make an inclusion)', { _id: 1, app_id: 0 }],
     ['a $-key', { $natural: 1 }],
     ['an exclusion with an operator', { body: 0, arr: { $slice: 1 } }],
+    // It would run on another app's document with that _id too, and could fail quoting it.
+    ['an inclusion with an aggregation operator', { title: 1, n: { $toInt: '$title' } }],
   ];
   it.each(fallBack)('%s: scoped, projection unchanged', (_what, projection) => {
     const out = rw({ find: 'tasks', filter: { _id: 'a' }, projection, $db: 'x' });

@@ -32,7 +32,13 @@ export const aggregate: CommandHandler = {
       }
       body = { ...cmd, pipeline: scopePipeline(ctx, cmd.pipeline, 'aggregate.pipeline', { readsCollection: false }) };
     }
-    for (const a of access) if (!collections.includes(a.collection)) collections.push(a.collection);
+    // A Set, not includes(): a pipeline may name a collection per stage, hundreds of thousands of them.
+    const seen = new Set(collections);
+    for (const a of access) {
+      if (seen.has(a.collection)) continue;
+      seen.add(a.collection);
+      collections.push(a.collection);
+    }
     const first = Array.isArray(cmd.pipeline) ? cmd.pipeline[0] : undefined;
     const changeStream = isDoc(first) && '$changeStream' in first;
     return {

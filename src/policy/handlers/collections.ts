@@ -1,6 +1,8 @@
 import { BSONRegExp } from 'bson';
-import { commandError, locationError } from '../errors.js';
-import { fieldSet, type CommandHandler, type NameFilter } from '../handler.js';
+import { commandError } from '../errors.js';
+import { fieldSet, type CommandHandler, type EntryFilter } from '../handler.js';
+import { numberOf } from '../bson-order.js';
+import { compileQuery, StepBudget } from '../match.js';
 import { physicalCollection, sameDatabase, splitNamespace, typeName } from '../namespace.js';
 import { scopePipeline } from '../pipeline.js';
 import { isDoc, type Access, type Doc } from '../scope.js';
@@ -65,8 +67,15 @@ export const renameCollection: CommandHandler = {
 };
 
 /**
- * listCollections: the upstream lists only the app's physical collections (a prefix regex); conditions
- * the app puts on `name` are evaluated by the proxy against the app's own names, the rest upstream.
+ * listCollections. The upstream is asked for the app's physical collections and nothing else: its filter
+ * is only the prefix condition, so no condition of the app is ever evaluated over the shared catalogue
+ * (docs/security.md, "The shared catalogue as an oracle"). The app's whole filter is evaluated by the
+ * proxy over the app's own entries, as the app sees them (reply.ts), with the bounded evaluator
+ * (match.ts): a step budget for the whole listing, RE2 for regular expressions.
+ *
+ * With `nameOnly`, MongoDB evaluates the filter over `{name, type}` alone. The proxy does the same, but
+ * over full entries it asks for and reduces itself: not every upstream includes `type` in name-only
+ * entries (FerretDB sends `{name}`).
  */
 export const listCollections: CommandHandler = {
   fields: fieldSet('filter', 'nameOnly', 'authorizedCollections', 'cursor'),
@@ -74,98 +83,51 @@ export const listCollections: CommandHandler = {
     const { scope, body: cmd } = input;
     const filter = cmd.filter ?? {};
     if (!isDoc(filter)) throw commandError('TypeMismatch', `BSON field 'listCollections.filter' is the wrong type '${typeName(filter)}', expected type 'object'`);
-    const { name, ...rest } = filter;
-    refuseNestedName(rest);
-    const ours: Doc = { name: new BSONRegExp(`^${escapeRegex(scope.prefix)}`) };
-    const upstreamFilter = Object.keys(rest).length === 0 ? ours : { $and: [rest, ours] };
+    const body: Doc = { ...cmd, filter: { name: new BSONRegExp(`^${escapeRegex(scope.prefix)}`) } };
+    if (Object.keys(filter).length === 0) {
+      return { body, sequences: [], access: [], reply: { kind: 'cursor', view: { kind: 'collections', appDb: input.appDb }, collections: [] } };
+    }
+    const entries = listingFilter(filter);
+    const nameOnly = truthyFlag(cmd.nameOnly);
+    if (nameOnly) {
+      // authorizedCollections only means something with nameOnly (the proxy's user may list them all).
+      delete body.nameOnly;
+      delete body.authorizedCollections;
+    }
     return {
-      body: { ...cmd, filter: upstreamFilter },
+      body,
       sequences: [],
       access: [],
-      reply: {
-        kind: 'cursor',
-        view: name === undefined ? { kind: 'collections', appDb: input.appDb } : { kind: 'collections', appDb: input.appDb, names: nameFilter(name) },
-        collections: [],
-      },
+      reply: { kind: 'cursor', view: { kind: 'collections', appDb: input.appDb, entries, ...(nameOnly ? { nameOnly } : {}) }, collections: [] },
     };
   },
 };
 
+/** A boolean command flag as the server reads it (true, or a non-zero number). */
+function truthyFlag(v: unknown): boolean {
+  if (typeof v === 'boolean') return v;
+  const n = numberOf(v);
+  return n !== undefined && n !== 0;
+}
+
+/** Evaluation steps one listCollections may spend on its filter, over all its entries (every batch). */
+export const LIST_COLLECTIONS_STEPS = 100_000;
+
+/** The size of filter the proxy accepts to evaluate (the server's query depth limit is 100). */
+const LIST_FILTER_LIMITS = { maxDepth: 100, maxNodes: 10_000 };
+
+/** The app's filter, compiled now (its parse errors answer the command), metered when it runs. */
+function listingFilter(filter: Doc): EntryFilter {
+  const matches = compileQuery(filter, LIST_FILTER_LIMITS);
+  const budget = new StepBudget(LIST_COLLECTIONS_STEPS, () =>
+    commandError(
+      'BadValue',
+      `listCollections: the filter needs more than ${LIST_COLLECTIONS_STEPS} evaluation steps over this app's collections, mdb-runtime's limit; simplify the filter`,
+    ),
+  );
+  return (entry) => matches(entry, budget);
+}
+
 function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-/** `name` nested in $and/$or/$nor would be compared with physical names: refuse rather than mislead. */
-function refuseNestedName(value: unknown): void {
-  const stack: unknown[] = [value];
-  while (stack.length) {
-    const v = stack.pop();
-    if (Array.isArray(v)) stack.push(...v);
-    else if (isDoc(v)) {
-      for (const [k, child] of Object.entries(v)) {
-        if (k === 'name') throw commandError('BadValue', "listCollections: conditions on 'name' are supported only at the top level of the filter");
-        stack.push(child);
-      }
-    }
-  }
-}
-
-function toRegExp(v: unknown, options = ''): RegExp {
-  const [pattern, flags] =
-    v instanceof BSONRegExp ? [v.pattern, v.options] : typeof v === 'string' ? [v, options] : [undefined, ''];
-  if (pattern === undefined) throw commandError('BadValue', `listCollections: $regex must be a string or regular expression, found ${typeName(v)}`);
-  try {
-    return new RegExp(pattern, flags.replace(/[^imsu]/g, ''));
-  } catch (err) {
-    // The server's answer to a pattern it cannot compile (not an internal error of the proxy).
-    throw locationError(51091, `Regular expression is invalid: ${(err as Error).message}`);
-  }
-}
-
-/** The proxy-side test for a listCollections condition on `name`. */
-function nameFilter(cond: unknown): NameFilter {
-  if (typeof cond === 'string') return (n) => n === cond;
-  if (cond instanceof BSONRegExp) {
-    const re = toRegExp(cond);
-    return (n) => re.test(n);
-  }
-  if (!isDoc(cond)) throw commandError('BadValue', `listCollections: unsupported condition on name: ${typeName(cond)}`);
-  const tests: NameFilter[] = [];
-  const strings = (v: unknown, op: string): string[] => {
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw commandError('BadValue', `listCollections: ${op} on name needs an array of strings`);
-    return v as string[];
-  };
-  for (const [op, v] of Object.entries(cond)) {
-    switch (op) {
-      case '$eq':
-        tests.push((n) => n === v);
-        break;
-      case '$ne':
-        tests.push((n) => n !== v);
-        break;
-      case '$in': {
-        const set = new Set(strings(v, op));
-        tests.push((n) => set.has(n));
-        break;
-      }
-      case '$nin': {
-        const set = new Set(strings(v, op));
-        tests.push((n) => !set.has(n));
-        break;
-      }
-      case '$regex': {
-        const re = toRegExp(v, typeof cond.$options === 'string' ? cond.$options : '');
-        tests.push((n) => re.test(n));
-        break;
-      }
-      case '$options':
-        break;
-      case '$exists':
-        tests.push(() => Number(v) !== 0);
-        break;
-      default:
-        throw commandError('BadValue', `listCollections: ${op} on name is not supported by mdb-runtime (use $eq, $ne, $in, $nin, $regex)`);
-    }
-  }
-  return (n) => tests.every((t) => t(n));
 }

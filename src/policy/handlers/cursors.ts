@@ -1,6 +1,8 @@
 import { fieldSet, type CommandHandler } from '../handler.js';
 import { physicalCollection } from '../namespace.js';
 
+const DATABASE_AGGREGATE = '$cmd.aggregate';
+
 /**
  * getMore: the collection is mapped; ownership of the cursor and how its batches are shown come from
  * the cursor registry (the data plane replaces the reply plan with the cursor's own).
@@ -10,8 +12,11 @@ export const getMore: CommandHandler = {
   rewrite(input) {
     const { body } = input;
     const logical = body.collection as string;
+    // A database-level aggregate's cursor (`aggregate: 1`, $documents) is named "$cmd.aggregate": not a
+    // collection, and the cursor registry decides whose it is.
+    const collection = logical === DATABASE_AGGREGATE ? logical : physicalCollection(input.scope, body.collection, 'getMore.collection');
     return {
-      body: { ...body, collection: physicalCollection(input.scope, body.collection, 'getMore.collection') },
+      body: { ...body, collection },
       sequences: [],
       access: [{ action: 'read', collection: logical }],
       reply: { kind: 'cursor', view: { kind: 'documents', appDb: input.appDb }, collections: [logical] },

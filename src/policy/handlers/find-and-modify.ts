@@ -1,5 +1,6 @@
 import { scopeFilter } from '../filter.js';
 import { fieldSet, type CommandHandler } from '../handler.js';
+import { hideTagInProjection } from '../expression.js';
 import { guardUpdate } from '../update.js';
 import { targetOf, withCollection } from './common.js';
 import type { Doc } from '../scope.js';
@@ -12,6 +13,7 @@ export const findAndModify: CommandHandler = {
     const { logical, physical } = targetOf(input);
     const body: Doc = { ...withCollection(input, physical), query: scopeFilter(scope, cmd.query, `${input.name}.query`) };
     if (cmd.update !== undefined) body.update = guardUpdate(scope, cmd.update, `${input.name}.update`);
+    if (cmd.fields !== undefined) body.fields = hideTagInProjection(scope, cmd.fields);
     return {
       body,
       sequences: [],

@@ -1,5 +1,6 @@
 import { Double, Int32, Long } from 'bson';
 import { fieldSet, type CommandHandler, type CommandInput, type RewrittenCommand } from '../handler.js';
+import { hideTagInProjection } from '../expression.js';
 import { isDoc, type Doc } from '../scope.js';
 import { onCollection, targetOf, withCollection } from './common.js';
 
@@ -20,7 +21,12 @@ export const find: CommandHandler = {
     'filter', 'sort', 'projection', 'hint', 'skip', 'limit', 'batchSize', 'singleBatch', 'max', 'min', 'returnKey',
     'showRecordId', 'tailable', 'noCursorTimeout', 'awaitData', 'allowPartialResults', 'collation', 'allowDiskUse', 'let',
   ),
-  rewrite: (input) => exactIdFind(input) ?? onCollection(input, 'read', { filter: 'filter', reply: 'documents' }),
+  rewrite(raw) {
+    // Computed fields of the projection see documents as the app does (expression.ts).
+    const projection = hideTagInProjection(raw.scope, raw.body.projection);
+    const input = projection === raw.body.projection ? raw : { ...raw, body: { ...raw.body, projection } };
+    return exactIdFind(input) ?? onCollection(input, 'read', { filter: 'filter', reply: 'documents' });
+  },
 };
 
 /**
@@ -85,12 +91,15 @@ interface CheckedProjection {
  * - an exclusion projection that excludes the tag: that exclusion dropped (when what is left is still an
  *   exclusion projection or empty), hidden again in the reply;
  * - the tag already included: unchanged.
- * Anything else (operators without an included field, which may be either mode; a computed or dotted tag
- * field; `$`-keys; a mix the server refuses) falls back.
+ * Anything else (operators without an included field, which may be either mode; an aggregation operator
+ * anywhere; a computed or dotted tag field; `$`-keys; a mix the server refuses) falls back.
  */
 export function projectionForCheck(projection: unknown, tag: string): CheckedProjection | undefined {
   if (projection === undefined || projection === null) return { projection, hideTag: false };
   if (!isDoc(projection)) return undefined;
+  // The projection runs on every document with that _id, the app's or not: an operator that fails on
+  // another's (a conversion, a division) would fail the app's read, and could quote that document.
+  if (Object.values(projection).some(evaluatesOperator)) return undefined;
   let included = 0;
   let excluded = 0;
   let computed = 0;
@@ -123,6 +132,19 @@ export function projectionForCheck(projection: unknown, tag: string): CheckedPro
   // Only `_id`, or nothing: `{_id: 1}` is an inclusion projection, `{_id: 0}` and `{}` are not.
   if (idFlag === true) return { projection: { ...projection, [tag]: 1 }, hideTag: true };
   return { projection, hideTag: false };
+}
+
+/** Projection operators that only select, and constants: they cannot fail on a document. */
+const SELECTING = new Set(['$slice', '$elemMatch', '$meta', '$literal']);
+
+/** Whether a projection value evaluates an aggregation operator (which may fail on some document). */
+function evaluatesOperator(value: unknown): boolean {
+  if (Array.isArray(value)) return value.some(evaluatesOperator);
+  if (!isDoc(value)) return false;
+  for (const [key, child] of Object.entries(value)) {
+    if (key.startsWith('$') ? !SELECTING.has(key) : evaluatesOperator(child)) return true;
+  }
+  return false;
 }
 
 /** The fast-path rewrite of a find, or undefined when it does not apply. */
