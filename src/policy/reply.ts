@@ -17,7 +17,7 @@ export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer, fai
   if (failed) return mapErrors(scope, plan, body);
   switch (plan.kind) {
     case 'plain':
-      return body;
+      return mapNames(scope, plan.appDb, plan.collections, body);
     case 'findAndModify':
       return scope.exposeTag ? body : rewriteDocumentField(body, 'value', (doc) => stripField(doc, scope.tagField));
     case 'cursor':
@@ -212,13 +212,35 @@ function showIndexes(scope: AppScope, appDb: string, batch: unknown[]): unknown[
  * "<appDb>.tasks", and a bare "<slug>_tasks" of a collection this command used becomes "tasks".
  */
 function mapErrors(scope: AppScope, plan: ReplyPlan, body: Buffer): Buffer {
-  const map = nameMapper(scope, plan.kind === 'cursor' ? plan.view.appDb : plan.appDb, plan.collections);
-  const reply = decodeDocument(body);
-  const visit = (doc: Doc): void => {
-    for (const key of ['errmsg', 'errMsg']) if (typeof doc[key] === 'string') doc[key] = map(doc[key] as string);
+  return mapNames(scope, plan.kind === 'cursor' ? plan.view.appDb : plan.appDb, plan.collections, body);
+}
+
+/**
+ * Reply fields that hold the app's own data (distinct's values, upserted ids, a duplicate key's value, a
+ * findAndModify's document, cursor batches): their strings are the app's and are never mapped.
+ */
+const DATA_FIELDS: ReadonlySet<string> = new Set(['values', 'upserted', 'value', 'lastErrorObject', 'keyValue', 'failingDocumentId', 'cursor']);
+
+/** The bytes that give a physical name away, per scope: searched in every reply before anything is decoded. */
+const givenAway = new WeakMap<AppScope, { database: Buffer; prefix: Buffer }>();
+
+/**
+ * Physical names back to the app's in every string of a reply outside its data fields: a drop's `ns`,
+ * error messages at any depth (writeErrors, writeConcernError, errInfo), whatever else a server adds. A
+ * reply that mentions neither the shared database nor the app's prefix (a byte search) is left as it is.
+ */
+function mapNames(scope: AppScope, appDb: string, collections: readonly string[], body: Buffer): Buffer {
+  let marks = givenAway.get(scope);
+  if (!marks) givenAway.set(scope, (marks = { database: Buffer.from(scope.database), prefix: Buffer.from(scope.prefix) }));
+  if (body.indexOf(marks.database) < 0 && body.indexOf(marks.prefix) < 0) return body;
+  const map = nameMapper(scope, appDb, collections);
+  const visit = (v: unknown): unknown => {
+    if (typeof v === 'string') return v === scope.database ? appDb : map(v).split(scope.database).join(appDb);
+    if (Array.isArray(v)) return v.map(visit);
+    if (isDoc(v)) {
+      for (const [k, child] of Object.entries(v)) if (!DATA_FIELDS.has(k)) v[k] = visit(child);
+    }
+    return v;
   };
-  visit(reply);
-  if (Array.isArray(reply.writeErrors)) for (const e of reply.writeErrors) if (isDoc(e)) visit(e);
-  if (isDoc(reply.writeConcernError)) visit(reply.writeConcernError);
-  return encodeDocument(reply);
+  return encodeDocument(visit(decodeDocument(body)) as Doc);
 }

@@ -1,5 +1,7 @@
 import { fieldSet, type CommandHandler } from '../handler.js';
 import { physicalCollection } from '../namespace.js';
+import { locationError } from '../errors.js';
+import { arrayField } from './common.js';
 
 const DATABASE_AGGREGATE = '$cmd.aggregate';
 
@@ -29,6 +31,9 @@ export const killCursors: CommandHandler = {
   fields: fieldSet('cursors'),
   rewrite(input) {
     const logical = input.body.killCursors as string;
+    if (arrayField('killCursors', input.body, 'cursors') === undefined) {
+      throw locationError(40414, "BSON field 'killCursors.cursors' is missing but a required field");
+    }
     return {
       body: { ...input.body, killCursors: physicalCollection(input.scope, logical, 'killCursors') },
       sequences: [],
