@@ -1,5 +1,5 @@
-// The end-to-end benchmark (issue 6 items 1-4): the same workloads, in one run, against three targets on
-// the same upstream:
+// The end-to-end benchmark (bench/README.md, "End to end"): the same workloads, in one run, against
+// three targets on the same upstream:
 //   direct  the upstream itself;
 //   relay   a plain TCP relay (bench/lib/relay.mjs): the floor for any proxy on this machine;
 //   proxy   mdb-runtime (the built CLI, `serve`, started as an operator would) serving app `bench`
@@ -18,17 +18,17 @@
 //   [--mode sequential|side-by-side] [--out FILE] [--proxy-log DIR] [--smoke] [--no-snapshot]
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import { renderChart } from './lib/chart.mjs';
-import { startFerretDB } from './lib/ferretdb.mjs';
+import { buildFerretDB, startFerretDB } from '../dist/testing/ferretdb.js';
+import { CLI, ROOT } from '../dist/testing/processes.js';
 import { prepare, runLoads } from './lib/load.mjs';
 import {
-  CLI,
-  ROOT,
   commandLine,
+  getJSON,
   gitState,
+  httpGet,
   machine,
   makeConfigDir,
   snapshotBuild,
@@ -147,54 +147,18 @@ async function mintToken() {
     .sign(new TextEncoder().encode(secret));
 }
 
-function getText(port, urlPath) {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: 3000 }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', () => resolve(''));
-    req.on('timeout', () => {
-      req.destroy();
-      resolve('');
-    });
-  });
-}
-
 /**
  * The proxy's open cursors and busy upstream connections from /metrics, read after a run (once its
  * load processes are gone): cursors or connections still held then belong to clients that left.
  */
 async function proxyLeftovers(proxy) {
-  const text = await getText(proxy.httpPort, '/metrics');
+  const text = (await httpGet(proxy.httpPort, '/metrics')).body;
   const sum = (name) => {
     let total = null;
     for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm'))) total = (total ?? 0) + Number(m[1]);
     return total;
   };
   return { open_cursors: sum('mdb_open_cursors'), upstream_pool_in_use: sum('mdb_upstream_pool_in_use') };
-}
-
-function getJSON(port, urlPath) {
-  return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: 3000 }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(body));
-        } catch {
-          resolve(undefined);
-        }
-      });
-    });
-    req.on('error', () => resolve(undefined));
-    req.on('timeout', () => {
-      req.destroy();
-      resolve(undefined);
-    });
-  });
 }
 
 /** Waits until the proxy's reconciler has finished a pass for the app (the managed index exists). */
@@ -226,7 +190,7 @@ const machineBefore = machine();
 
 async function startUpstream(kind) {
   if (kind === 'ferretdb') {
-    const f = await startFerretDB();
+    const f = await startFerretDB(buildFerretDB());
     return { ...f, description: 'FerretDB v1.24.2, SQLite backend (child process)' };
   }
   const f = await startFastUpstreamProcess({ scanSize: settings.workload_options.scanDocs });
@@ -487,7 +451,7 @@ function verdicts(summary) {
   return out;
 }
 
-/** Issue 6 item 4: the proxy's and the relay's CPU per operation against the fast responder. */
+/** The fast responder's headline: the proxy's and the relay's CPU per operation, and their throughput ratios. */
 function fastHeadline(summary) {
   if (!summary.fast) return undefined;
   const c = judgedConcurrency('fast');

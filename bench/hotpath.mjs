@@ -1,4 +1,4 @@
-// The proxy's hot path against the plain TCP relay (issue 6 item 6): the fast responder as upstream,
+// The proxy's hot path against the plain TCP relay: the fast responder as upstream,
 // the relay in front of it, and one or two proxy builds (the current dist/ and optionally another, e.g.
 // a copy of an older build) in front of it too. Each target is loaded alone in turn (the order rotating
 // each repetition), so ops/s are comparable; the headline is CPU µs per operation of each process.

@@ -1,4 +1,4 @@
-// What do logging and metrics cost on the request path? (issue 5 item 6: at most 5% of proxy throughput
+// What do logging and metrics cost on the request path? (The target: at most 5% of proxy throughput
 // at the default log level.)
 //
 // Against the fast upstream responder (bench/lib/fast-upstream.mjs, so the proxy is what is measured),
@@ -30,10 +30,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { prepare, runLoads } from './lib/load.mjs';
+import { CLI, ROOT } from '../dist/testing/processes.js';
 import {
   BENCH_APP,
-  CLI,
-  ROOT,
   commandLine,
   gitState,
   machine,

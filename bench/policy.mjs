@@ -1,4 +1,4 @@
-// Policy-layer micro-benchmark (issue 3, item 8): commands per second through the pure rewrite
+// Policy-layer micro-benchmark: commands per second through the pure rewrite
 // functions, no I/O. Run: npm run bench:policy. Prints one line per case; numbers are this machine's.
 import { Long, serialize } from 'bson';
 import { lookupCommand } from '../dist/policy/commands.js';

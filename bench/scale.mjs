@@ -1,4 +1,4 @@
-// Scale (issue 6 item 5): how many idle authenticated connections the proxy holds and at what memory,
+// Scale: how many idle authenticated connections the proxy holds and at what memory,
 // how fast it accepts and authenticates new ones, and what a second worker process (`serve --workers 2`)
 // adds to throughput.
 //
@@ -21,12 +21,23 @@
 // --smoke: 200 connections, 1 s windows (what the test suite runs; it never judges the numbers).
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { prepare, runLoad } from './lib/load.mjs';
-import { BENCH_APP, ROOT, commandLine, gitState, machine, makeConfigDir, sampleProcess, startFastUpstreamProcess, startProxy, waitForMessage } from './lib/processes.mjs';
+import { ROOT } from '../dist/testing/processes.js';
+import {
+  BENCH_APP,
+  commandLine,
+  getJSON,
+  gitState,
+  machine,
+  makeConfigDir,
+  sampleProcess,
+  startFastUpstreamProcess,
+  startProxy,
+  waitForMessage,
+} from './lib/processes.mjs';
 import { round } from './lib/stats.mjs';
 
 const { has, opt } = commandLine();
@@ -63,24 +74,6 @@ const token = await new SignJWT({ app: SLUG, sub: 'bench' })
   .setProtectedHeader({ alg: 'HS256' })
   .setExpirationTime('6h')
   .sign(new TextEncoder().encode(secret));
-
-function getJSON(port, urlPath) {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: urlPath }, (res) => {
-        let text = '';
-        res.on('data', (d) => (text += d));
-        res.on('end', () => {
-          try {
-            resolve(JSON.parse(text));
-          } catch (err) {
-            reject(err);
-          }
-        });
-      })
-      .on('error', reject);
-  });
-}
 
 // ---- Raw-client processes.
 function waitFor(child, type, timeoutMS = 300_000) {
@@ -151,7 +144,7 @@ try {
       const openFailed = opened.reduce((s, o) => s + o.failed, 0);
       await sleep(smoke ? 300 : 3000);
       const held = sampleProcess(proxy.pid);
-      const apps = await getJSON(proxy.httpPort, '/apps');
+      const apps = await getJSON(proxy.httpPort, '/apps', { timeoutMS: 30_000, required: true });
       const proxyCount = apps.apps.find((a) => a.slug === SLUG)?.connections ?? 0;
       log(`idle: ${openedTotal} open (${openFailed} failed) in ${round(openMS)} ms; pinging every one...`);
       const pinged = await clients.ask(
@@ -236,13 +229,13 @@ try {
       cleanups.unshift(() => proxy.stop());
       const probes = { proxy: proxy.pid };
       if (workers > 1) {
-        const ready = await getJSON(proxy.httpPort, '/readyz');
+        const ready = await getJSON(proxy.httpPort, '/readyz', { timeoutMS: 30_000, required: true });
         for (const w of ready.workers ?? []) probes[`worker${w.id}`] = w.pid;
       }
       const uri = proxy.uri(BENCH_APP.slug);
       await prepare(uri, 'point_read');
       // Connections per worker, read from /readyz half way through the measured window.
-      const midway = workers > 1 ? sleep((settings.warmup_s + settings.duration_s / 2) * 1000).then(() => getJSON(proxy.httpPort, '/readyz')) : undefined;
+      const midway = workers > 1 ? sleep((settings.warmup_s + settings.duration_s / 2) * 1000).then(() => getJSON(proxy.httpPort, '/readyz', { timeoutMS: 30_000, required: true })) : undefined;
       const r = await runLoad({
         uri,
         workload: 'point_read',

@@ -374,7 +374,7 @@ async function main() {
     }
   }
   const dist = (p) => import(pathToFileURL(path.join(ROOT, 'dist', p)).href);
-  const rc = await dist('apps/runtime-config.js');
+  const rc = await dist('config/runtime-config.js');
   const ds = await dist('cli/dev-state.js');
   const { runToken } = await dist('cli/token.js');
   const { checkManifestDir } = await dist('apps/manifests.js');

@@ -1,24 +1,32 @@
 import type net from 'node:net';
-import type { RuntimeConfig } from './apps/runtime-config.js';
-import { formatHostPort, redactUri } from './apps/runtime-config.js';
-import { ConfigError } from './apps/config-source.js';
+import type { RuntimeConfig } from './config/runtime-config.js';
+import { formatHostPort, redactUri } from './config/runtime-config.js';
+import { ConfigError } from './config/source.js';
 import type { AppManifest } from './apps/manifests.js';
-import { AppDirectory, type ManifestProblem, type WatchOptions } from './apps/watcher.js';
+import { AppDirectory, type WatchOptions } from './apps/watcher.js';
 import { VerifiedTokenCache } from './apps/tokens.js';
 import { IndexReconciler, defaultHolderId, type AppIndexState } from './indexes/index.js';
 import type { Logger } from './observability/logger.js';
-import { HttpServer } from './observability/http.js';
-import { UpstreamProbe } from './observability/health.js';
-import { ProxyMetrics, type IndexSample, type PoolSample } from './observability/metrics.js';
+import { HttpServer, registerObservabilityRoutes } from './observability/http.js';
+import { Router } from './observability/router.js';
+import { UpstreamProbe, readinessOf } from './observability/health.js';
+import { ProxyMetrics } from './observability/metrics.js';
+import { appsDocument, indexSamples, poolSamples, type AppsDocument } from './observability/apps-view.js';
+import { COMMANDS } from './policy/commands.js';
 import { Upstream } from './upstream/index.js';
+import { POOL_WAIT_BOUNDS } from './upstream/pool.js';
 import { ProxyServer } from './session/server.js';
-import { AppUsageTable, type AppUsage } from './session/app-usage.js';
+import { AppUsageTable } from './session/app-usage.js';
 import { DocumentCounts } from './session/document-counts.js';
 import { DEFAULT_OPEN_CURSORS, fairUpstreamShare } from './session/context.js';
 import { MAX_MESSAGE_SIZE } from './wire/constants.js';
-import { POOL_WAIT_BOUNDS } from './upstream/pool.js';
-import { performance } from 'node:perf_hooks';
 import { VERSION } from './version.js';
+
+/**
+ * The composition root: builds the parts from the configuration and wires them together (the data
+ * plane: upstream, sessions; the control plane: manifests, index reconciliation, metrics, the HTTP
+ * routes). What each part does lives in its own module (docs/architecture.md).
+ */
 
 /** The runtime could not start (upstream unreachable, address in use); the message says what to check. */
 export class StartupError extends Error {
@@ -91,80 +99,6 @@ export interface IndexReconcilerHook {
   stop(): Promise<void> | void;
 }
 
-/** GET /apps. */
-export interface AppsDocument {
-  config_dir: string;
-  /** The runtime setting `metrics`: false means ops_total, errors_total and latency_ms are not kept. */
-  metrics: boolean;
-  /** When the manifests were last (re)loaded (ISO time). */
-  reloaded_at: string | undefined;
-  apps: AppStatusEntry[];
-  /** Every manifest file whose latest version is not serving. */
-  manifest_errors: ManifestErrorEntry[];
-}
-
-export interface ManifestErrorEntry {
-  file: string;
-  line: number | undefined;
-  column: number | undefined;
-  kind: ManifestProblem['kind'];
-  message: string;
-  since: string;
-}
-
-export interface AppStatusEntry {
-  slug: string;
-  name: string | undefined;
-  /** available; unavailable (its keys are missing from the environment: `reason`); error (no version in force: `reason`). */
-  status: 'available' | 'unavailable' | 'error';
-  reason?: string;
-  file: string;
-  /** 'latest': the file as it is; 'last_good': its latest version was refused; 'none': never loaded. */
-  serving: 'latest' | 'last_good' | 'none';
-  loaded_at: string | undefined;
-  auth_required: boolean | undefined;
-  /** Open authenticated connections (driver monitoring connections authenticated by an appName token included). */
-  connections: number;
-  /** Connections that have sent an app command: what limits.connections counts. */
-  active_connections: number;
-  /** Commands forwarded upstream since the proxy started, and their rate over the last 10 s. */
-  ops: number;
-  ops_per_second: number;
-  /**
-   * Commands of every outcome since the proxy started: the sum of mdb_operations_total for the app
-   * (0 when the runtime setting `metrics` is false).
-   */
-  ops_total: number;
-  /** Commands whose outcome was not ok (error, rejected, failed): 0 when `metrics` is false. */
-  errors_total: number;
-  /** Latency at the proxy over the last minute (ms); null without requests in it (or when `metrics` is false). */
-  latency_ms: { p50: number | null; p99: number | null };
-  /** Commands refused by limits or data_access since the proxy started. */
-  refused: number;
-  limits: Record<string, number>;
-  /** The app's share of the upstream now, and what its limits did about it (null: no app in force). */
-  upstream_share: UpstreamShareEntry | null;
-  data_access: { read_only: boolean; collections: readonly string[] | null } | undefined;
-  /** The reconciler's view (null when no reconciler runs or it has not seen the app yet). */
-  indexes: AppIndexState | null;
-  last_error: ManifestErrorEntry | null;
-  warnings: readonly string[];
-}
-
-/** /apps: an app's share of the upstream (limits.upstream_connections, limits.open_cursors and the runtime's bounds). */
-export interface UpstreamShareEntry {
-  connections: { in_use: number; waiting: number; limit: number };
-  open_cursors: { open: number; limit: number };
-  /** Requests refused after waiting upstream.pool.wait_queue_timeout_ms for one of the app's connections. */
-  wait_timeouts: number;
-  /** Requests whose reply took longer than upstream.request_timeout_ms (answered NetworkTimeout). */
-  upstream_timeouts: number;
-  /** Commands refused because they opened a cursor beyond limits.open_cursors. */
-  cursor_refusals: number;
-  /** awaitData getMores whose maxTimeMS was lowered to upstream.max_await_time_ms. */
-  await_capped: number;
-}
-
 /** Starts the proxy and its HTTP side from a loaded configuration. */
 export async function startRuntime(config: RuntimeConfig, logger: Logger, options: RuntimeOptions = {}): Promise<RunningRuntime> {
   // The manifests (the directory logs each app's warnings, and each refused file with file:line:col).
@@ -204,7 +138,13 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   upstream.onCursorKillFailed = (err, detail) => logger.warn({ err: err.message, ...detail }, 'could not kill cursors upstream');
 
   // ---- Metrics (issue 5): one registry per runtime; the start's manifest load counts as a reload.
-  const metrics = new ProxyMetrics({ enabled: config.metrics, processMetrics: options.processMetrics ?? true });
+  const metrics = new ProxyMetrics({
+    enabled: config.metrics,
+    processMetrics: options.processMetrics ?? true,
+    // The command label values are the command table's names; the pool wait buckets the pools' own.
+    commands: [...COMMANDS.values()].map((spec) => spec.name),
+    poolWaitBounds: POOL_WAIT_BOUNDS,
+  });
   metrics.manifestReload('start', startFailures.length, directory.reloadedAt);
 
   const usage = new AppUsageTable();
@@ -293,11 +233,11 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   });
 
   metrics.setSources({
-    pools: () => poolSamples(upstream),
+    pools: () => poolSamples(upstream.pools.values(), POOL_WAIT_BOUNDS),
     cursors: () => upstream.cursors.countByOwner(),
     upstreamShares: () =>
       [...usage.entries()].map((u) => ({ app: u.slug, held: u.upstreamInUse, waiting: u.upstreamWaiting, timeouts: u.upstreamTimeouts, awaitCapped: u.awaitCapped })),
-    indexes: () => indexSamples(directory, reconciler),
+    indexes: () => indexSamples(directory.current.slugs, reconciler),
     manifestErrors: () => directory.problems.length,
     apps: () => {
       const apps = [...directory.current];
@@ -311,46 +251,23 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   });
 
   let stopping: Promise<void> | undefined;
-  const readiness = async (): Promise<{ ready: boolean; detail: Record<string, unknown> }> => {
-      // While draining on shutdown the HTTP side stays up and says "not ready" so load balancers stop
-      // sending new clients before the listener is gone.
-      if (stopping) return { ready: false, detail: { shutting_down: true } };
-      const ping = await probe.check();
-      const server = upstream.topology.trySelect();
-      const apps = directory.current;
-      const failed = directory.startFailures;
-      const reasons = [
-        ...(ping.ok ? [] : [`the upstream did not answer a ping (timeout ${probe.timeoutMS} ms): ${ping.error ?? 'no answer'}`]),
-        ...(server || !ping.ok ? [] : ['no writable upstream server']),
-        ...(failed.length > 0 ? [`manifests failed to load at start: ${failed.map((p) => p.file).join(', ')}`] : []),
-      ];
-      return {
-        ready: reasons.length === 0,
-        detail: {
-          ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
-          upstream: server ? `${server.type} ${server.address}` : 'no writable upstream server',
-          upstream_ping: ping.ok ? { ok: true, ms: ping.ms } : { ok: false, error: ping.error ?? 'no answer', timeout_ms: probe.timeoutMS },
-          apps: apps.size,
-          unavailable_apps: [...apps].filter((m) => m.unavailable).map((m) => m.slug),
-          // A refused reload keeps the proxy ready (the last good version serves) but shows here.
-          manifest_errors: directory.problems.map(errorEntry),
-        },
-      };
-  };
-  const http = new HttpServer({
-    readiness,
-    apps: () => describeApps(),
-    metrics: () => metrics.scrape(),
-  });
-  const shareOf = (m: AppManifest, u: AppUsage | undefined): UpstreamShareEntry => ({
-    connections: { in_use: u?.upstreamInUse ?? 0, waiting: u?.upstreamWaiting ?? 0, limit: m.limits.upstreamConnections ?? fairUpstreamShare(config.upstream.pool.maxSize, directory.current.size) },
-    open_cursors: { open: upstream.cursors.countOf(m.slug), limit: m.limits.openCursors ?? DEFAULT_OPEN_CURSORS },
-    wait_timeouts: u?.upstreamWaitTimeouts ?? 0,
-    upstream_timeouts: u?.upstreamTimeouts ?? 0,
-    cursor_refusals: u?.cursorRefusals ?? 0,
-    await_capped: u?.awaitCapped ?? 0,
-  });
-  const describeApps = (): AppsDocument => appsDocument(directory, usage, reconciler, metrics, shareOf);
+  const readiness = () =>
+    readinessOf({ stopping: () => stopping !== undefined, probe, writableServer: () => upstream.topology.trySelect(), directory });
+  const describeApps = (): AppsDocument =>
+    appsDocument({
+      directory,
+      usage,
+      metrics,
+      reconciler,
+      upstreamLimits: (m) => ({
+        connections: m.limits.upstreamConnections ?? fairUpstreamShare(config.upstream.pool.maxSize, directory.current.size),
+        openCursors: m.limits.openCursors ?? DEFAULT_OPEN_CURSORS,
+      }),
+      openCursors: (slug) => upstream.cursors.countOf(slug),
+    });
+  // The HTTP route table: each part registers its own routes (today observability's).
+  const routes = registerObservabilityRoutes(new Router(), { readiness, apps: describeApps, metrics: () => metrics.scrape() });
+  const http = new HttpServer(routes);
 
   let proxyAddress: net.AddressInfo;
   let httpAddress: net.AddressInfo;
@@ -416,98 +333,5 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
       })();
       return stopping;
     },
-  };
-}
-
-function iso(ms: number | undefined): string | undefined {
-  return ms === undefined ? undefined : new Date(ms).toISOString();
-}
-
-function errorEntry(p: ManifestProblem): ManifestErrorEntry {
-  return { file: p.file, line: p.line, column: p.column, kind: p.kind, message: p.message, since: new Date(p.since).toISOString() };
-}
-
-/** The upstream pools as the metrics read them. */
-function poolSamples(upstream: Upstream): PoolSample[] {
-  return [...upstream.pools.values()].map((p) => ({
-    address: p.address,
-    size: p.size,
-    inUse: p.inUse,
-    waiting: p.waiting,
-    waitBounds: POOL_WAIT_BOUNDS,
-    waitCounts: p.waits.counts,
-    waitSum: p.waits.sum,
-    waitCount: p.waits.count,
-    waitFailures: p.waits.failures,
-  }));
-}
-
-/** Index state per registered app, as the metrics read it (none without a reconciler). */
-function indexSamples(directory: AppDirectory, reconciler: IndexReconcilerHook | undefined): IndexSample[] {
-  if (!reconciler) return [];
-  const out: IndexSample[] = [];
-  for (const slug of directory.current.slugs) {
-    const state = reconciler.stateOf(slug);
-    if (!state) continue;
-    const actions: Record<string, number> = {};
-    for (const i of state.indexes) actions[i.action] = (actions[i.action] ?? 0) + 1;
-    out.push({ app: slug, phase: state.phase, actions });
-  }
-  return out;
-}
-
-/** GET /apps: every manifest file's app (in force or failing), with usage and index state. */
-function appsDocument(
-  directory: AppDirectory,
-  usage: AppUsageTable,
-  reconciler: IndexReconcilerHook | undefined,
-  metrics: ProxyMetrics,
-  shareOf: (m: AppManifest, u: AppUsage | undefined) => UpstreamShareEntry,
-): AppsDocument {
-  const apps: AppStatusEntry[] = [];
-  const now = performance.now();
-  for (const f of directory.files) {
-    const m = f.inForce;
-    const u = m ? usage.peek(m.slug) : undefined;
-    const meter = m ? metrics.peek(m.slug) : undefined;
-    const [p50, p99] = meter && metrics.enabled ? meter.recent.quantiles([0.5, 0.99], now) : [null, null];
-    const limits: Record<string, number> = {};
-    if (m?.limits.connections !== undefined) limits.connections = m.limits.connections;
-    if (m?.limits.operationsPerSecond !== undefined) limits.operations_per_second = m.limits.operationsPerSecond;
-    if (m?.limits.maxDocumentBytes !== undefined) limits.max_document_bytes = m.limits.maxDocumentBytes;
-    if (m?.limits.maxDocumentsPerCollection !== undefined) limits.max_documents_per_collection = m.limits.maxDocumentsPerCollection;
-    const status: AppStatusEntry['status'] = !m ? 'error' : m.unavailable ? 'unavailable' : 'available';
-    const reason = !m ? f.error?.message : m.unavailable;
-    apps.push({
-      slug: m?.slug ?? f.slug,
-      name: m?.name,
-      status,
-      ...(reason !== undefined ? { reason } : {}),
-      file: f.file,
-      serving: !m ? 'none' : f.error ? 'last_good' : 'latest',
-      loaded_at: iso(f.loadedAt),
-      auth_required: m?.authRequired,
-      connections: u?.connections ?? 0,
-      active_connections: u?.activeConnections ?? 0,
-      ops: u?.ops ?? 0,
-      ops_per_second: u?.opsPerSecond() ?? 0,
-      ops_total: meter?.ops ?? 0,
-      errors_total: meter?.errors ?? 0,
-      latency_ms: { p50: p50 ?? null, p99: p99 ?? null },
-      refused: u?.refused ?? 0,
-      limits,
-      upstream_share: m ? shareOf(m, u) : null,
-      data_access: m ? { read_only: m.dataAccess.readOnly, collections: m.dataAccess.collections ?? null } : undefined,
-      indexes: (m && reconciler?.stateOf(m.slug)) ?? null,
-      last_error: f.error ? errorEntry(f.error) : null,
-      warnings: m?.warnings ?? [],
-    });
-  }
-  return {
-    config_dir: directory.configDir,
-    metrics: metrics.enabled,
-    reloaded_at: iso(directory.reloadedAt),
-    apps,
-    manifest_errors: directory.problems.map(errorEntry),
   };
 }

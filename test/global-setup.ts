@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
-import { buildFerretDB, startFerretDB, type RunningFerretDB } from './helpers/ferretdb.js';
+import { buildFerretDB, startFerretDB, type RunningFerretDB } from '../src/testing/ferretdb.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

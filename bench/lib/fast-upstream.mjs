@@ -1,16 +1,16 @@
-// A fake MongoDB server for benchmarks only (issue 6 item 4: "a fast in-process upstream responder").
+// A fake MongoDB server for benchmarks only: a fast upstream responder.
 // It speaks OP_MSG (and the legacy OP_QUERY handshake) and answers with canned replies of realistic
 // size, so that what is measured is the proxy (or the relay) in front of it, not a database. It stores
 // nothing: a find by _id always finds one ~350-byte document, an insert always inserts everything.
 //
-// Never use it in tests of behaviour: the tests run against a real server (DESIGN.md section 5).
+// Never use it in tests of behaviour: the tests run against a real server (FerretDB, README.md).
 //
 // In-process:   const up = await startFastUpstream({ port: 0 }); ... up.uri ... await up.close();
 // Child process: node bench/lib/fast-upstream.mjs [--host 127.0.0.1] [--port 0] [--scan-size 10000]
 //                prints one JSON line {"port":N,"uri":"mongodb://..."} once listening; SIGTERM stops it.
 import net from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { deserialize, serialize } from 'bson';
+import { commandLine, isMain, serveAsChild } from './processes.mjs';
 
 const OP_REPLY = 1;
 const OP_QUERY = 2004;
@@ -395,19 +395,12 @@ export async function startFastUpstream(options = {}) {
 }
 
 // ---- Child-process mode.
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const arg = (name, fallback) => {
-    const i = process.argv.indexOf(name);
-    return i >= 0 ? process.argv[i + 1] : fallback;
-  };
+if (isMain(import.meta.url)) {
+  const { opt } = commandLine();
   const up = await startFastUpstream({
-    host: arg('--host', '127.0.0.1'),
-    port: Number(arg('--port', '0')),
-    scanSize: Number(arg('--scan-size', '10000')),
+    host: opt('--host', '127.0.0.1'),
+    port: Number(opt('--port', '0')),
+    scanSize: Number(opt('--scan-size', '10000')),
   });
-  process.stdout.write(`${JSON.stringify({ port: up.port, uri: up.uri, pid: process.pid })}\n`);
-  const stop = () => up.close().then(() => process.exit(0));
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  process.on('disconnect', stop);
+  serveAsChild({ port: up.port, uri: up.uri, pid: process.pid }, () => up.close());
 }

@@ -4,41 +4,30 @@
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+// Shared with the tests: TypeScript in src/testing/, compiled by `npm run build`.
+import { freePort } from '../../dist/testing/ports.js';
+import { CLI, ROOT, assertBuilt, stopChild, tempConfig } from '../../dist/testing/processes.js';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const CLI = path.join(ROOT, 'dist/cli/main.js');
 const LIB = path.dirname(fileURLToPath(import.meta.url));
 
-export function assertBuilt() {
-  if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm run bench:* scripts build)`);
+/** Whether the module at `url` is the script node was started with (a bench/lib module run as a child). */
+export function isMain(url) {
+  return process.argv[1] !== undefined && fileURLToPath(url) === process.argv[1];
 }
 
-export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Stops a child: SIGTERM, then SIGKILL after `graceMS`; resolves when it exited. */
-export function stopChild(child, graceMS = 5000) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMS);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
+/**
+ * The child's side of spawnReady: prints `info` as one JSON line, then on SIGTERM, SIGINT or the end of
+ * an IPC channel awaits `close()` and exits.
+ */
+export function serveAsChild(info, close) {
+  process.stdout.write(`${JSON.stringify(info)}\n`);
+  const stop = () => Promise.resolve(close()).then(() => process.exit(0));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('disconnect', stop);
 }
 
 /** Runs a node script that prints one JSON line when ready; resolves with that line and the child. */
@@ -129,27 +118,44 @@ export function serveSupportsFlag(flag, cli = CLI) {
 /** A BENCH app that needs no token: clients select it with ?appName=<slug> (local development mode). */
 export const BENCH_APP = { slug: 'bench', yaml: 'slug: bench\nname: Benchmark app\nauth_required: false\n' };
 
-/** A temporary config directory: runtime.yaml and apps/<slug>.yaml. */
+/** A temporary config directory: runtime.yaml and apps/<slug>.yaml for each of `apps` ({slug, yaml}). */
 export function makeConfigDir({ apps = [BENCH_APP], runtimeYaml = 'shutdown_grace_ms: 2000\n' } = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mdb-bench-config-'));
-  fs.mkdirSync(path.join(dir, 'apps'));
-  fs.writeFileSync(path.join(dir, 'runtime.yaml'), runtimeYaml);
-  for (const app of apps) fs.writeFileSync(path.join(dir, 'apps', `${app.slug}.yaml`), app.yaml);
-  return dir;
+  return tempConfig(runtimeYaml, Object.fromEntries(apps.map((a) => [`${a.slug}.yaml`, a.yaml])), 'mdb-bench-config-');
 }
 
-function getStatus(port, urlPath) {
+/**
+ * GET http://127.0.0.1:<port><urlPath>: resolves with { status, body }, status 0 (and the reason in
+ * `error`) when nothing answered within `timeoutMS`.
+ */
+export function httpGet(port, urlPath, timeoutMS = 3000) {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: 2000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode);
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: timeoutMS }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+      res.on('error', (err) => resolve({ status: 0, body: '', error: err.message }));
     });
-    req.on('error', () => resolve(0));
+    req.on('error', (err) => resolve({ status: 0, body: '', error: err.message }));
     req.on('timeout', () => {
       req.destroy();
-      resolve(0);
+      resolve({ status: 0, body: '', error: `no answer within ${timeoutMS} ms` });
     });
   });
+}
+
+/**
+ * The JSON a GET answers; undefined when nothing answered or the body is not JSON, or with `required`
+ * an error saying which.
+ */
+export async function getJSON(port, urlPath, { timeoutMS = 3000, required = false } = {}) {
+  const r = await httpGet(port, urlPath, timeoutMS);
+  try {
+    return JSON.parse(r.body);
+  } catch {
+    if (required) throw new Error(`GET ${urlPath} on port ${port}: ${r.error ?? `status ${r.status}, not JSON`}`);
+    return undefined;
+  }
 }
 
 /**
@@ -193,7 +199,7 @@ export async function startProxy({ upstreamUri, configDir, args = [], nodeArgs =
     if (child.exitCode !== null) {
       throw new Error(`the proxy exited with code ${child.exitCode} at start:\n${stderr}\n${readTail(log)}`);
     }
-    if ((await getStatus(httpPort, '/readyz')) === 200) break;
+    if ((await httpGet(httpPort, '/readyz', 2000)).status === 200) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`the proxy was not ready within 30 s:\n${stderr}\n${readTail(log)}`);

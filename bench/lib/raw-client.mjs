@@ -1,7 +1,8 @@
-// A minimal MongoDB wire-protocol client for the scale benchmark (bench/scale.mjs): OP_MSG over a
-// plain socket, BSON from the `bson` package, nothing else. It does what a driver's connection does when
-// it opens (hello with client metadata, then SASL PLAIN with the app's JWT on $external, one step) at a
-// tiny fraction of a driver's memory, so that one load process can hold thousands of connections.
+// Raw wire-protocol connections for the scale benchmark (bench/scale.mjs): the tests' RawClient
+// (src/testing/wire-client.ts, from the build: OP_MSG over a plain socket, BSON from the `bson`
+// package). Each does what a driver's connection does when it opens (hello with client metadata, then
+// SASL PLAIN with the app's JWT on $external, one step) at a tiny fraction of a driver's memory, so that
+// one load process can hold thousands of connections.
 //
 // As a forked child (`fork('bench/lib/raw-client.mjs')`) it serves the benchmark over IPC:
 //   {type:'open', host, port, slug, token, count, inFlight}  → opens and holds `count` authenticated
@@ -11,83 +12,9 @@
 //       closes connections continuously, `inFlight` at a time; counts those completed in the window
 //       → {type:'churned', completed, failed, window_ms, first_error, latency: {p50_us, p99_us}}
 //   {type:'close'}          → closes every held connection → {type:'closed'}
-import net from 'node:net';
-import { fileURLToPath } from 'node:url';
-import { Binary, deserialize, serialize } from 'bson';
-
-const OP_MSG = 2013;
-let nextRequestId = 1;
-
-/** One connection: command(doc) → the reply document (rejects on a socket error or close). */
-export class RawConnection {
-  constructor(socket) {
-    this.socket = socket;
-    this.pending = new Map();
-    this.buffer = undefined;
-    socket.on('data', (chunk) => this.onData(chunk));
-    const fail = (err) => {
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-    };
-    socket.on('error', (err) => fail(err));
-    socket.on('close', () => fail(new Error('connection closed')));
-  }
-
-  static connect({ host = '127.0.0.1', port }) {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port, noDelay: true });
-      socket.once('connect', () => {
-        socket.off('error', reject);
-        resolve(new RawConnection(socket));
-      });
-      socket.once('error', reject);
-    });
-  }
-
-  command(doc) {
-    const body = serialize(doc);
-    const header = Buffer.allocUnsafe(21);
-    const requestId = nextRequestId++ & 0x7fffffff;
-    header.writeInt32LE(21 + body.length, 0);
-    header.writeInt32LE(requestId, 4);
-    header.writeInt32LE(0, 8);
-    header.writeInt32LE(OP_MSG, 12);
-    header.writeUInt32LE(0, 16);
-    header.writeUInt8(0, 20);
-    return new Promise((resolve, reject) => {
-      this.pending.set(requestId, { resolve, reject });
-      this.socket.write(Buffer.concat([header, body]));
-    });
-  }
-
-  onData(chunk) {
-    this.buffer = this.buffer ? Buffer.concat([this.buffer, chunk]) : chunk;
-    while (this.buffer && this.buffer.length >= 4) {
-      const length = this.buffer.readInt32LE(0);
-      if (this.buffer.length < length) return;
-      const message = this.buffer.subarray(0, length);
-      this.buffer = this.buffer.length === length ? undefined : this.buffer.subarray(length);
-      const responseTo = message.readInt32LE(8);
-      const opCode = message.readInt32LE(12);
-      const p = this.pending.get(responseTo);
-      if (!p) continue;
-      this.pending.delete(responseTo);
-      if (opCode !== OP_MSG || message[20] !== 0) {
-        p.reject(new Error(`unexpected reply (opCode ${opCode})`));
-        continue;
-      }
-      try {
-        p.resolve(deserialize(message.subarray(21)));
-      } catch (err) {
-        p.reject(err);
-      }
-    }
-  }
-
-  close() {
-    this.socket.destroy();
-  }
-}
+import { Binary } from 'bson';
+import { RawClient } from '../../dist/testing/wire-client.js';
+import { isMain } from './processes.mjs';
 
 const CLIENT_METADATA = {
   driver: { name: 'mdb-runtime-bench-raw', version: '1.0' },
@@ -101,7 +28,7 @@ const CLIENT_METADATA = {
  * any failure.
  */
 export async function openAuthenticated({ host = '127.0.0.1', port, slug, token }) {
-  const conn = await RawConnection.connect({ host, port });
+  const conn = await RawClient.connect(port, host);
   try {
     const hello = await conn.command({ hello: 1, helloOk: true, client: CLIENT_METADATA, $db: 'admin' });
     if (hello.ok !== 1) throw new Error(`hello failed: ${hello.errmsg}`);
@@ -115,7 +42,7 @@ export async function openAuthenticated({ host = '127.0.0.1', port, slug, token 
     if (sasl.ok !== 1 || sasl.done !== true) throw new Error(`authentication failed: ${sasl.errmsg ?? JSON.stringify(sasl)}`);
     return conn;
   } catch (err) {
-    conn.close();
+    conn.destroy();
     throw err;
   }
 }
@@ -181,7 +108,7 @@ async function serveParent() {
             const t0 = performance.now();
             try {
               const c = await openAuthenticated(m);
-              c.close();
+              c.destroy();
               if (measuring) {
                 completed++;
                 latencies.push(performance.now() - t0);
@@ -211,7 +138,7 @@ async function serveParent() {
           latency: { p50_us: Math.round(percentile(latencies, 0.5) * 1000), p99_us: Math.round(percentile(latencies, 0.99) * 1000) },
         });
       } else if (m.type === 'close') {
-        for (const c of held.splice(0)) c.close();
+        for (const c of held.splice(0)) c.destroy();
         reply({ type: 'closed' });
       }
     } catch (err) {
@@ -221,4 +148,4 @@ async function serveParent() {
   reply({ type: 'ready' });
 }
 
-if (process.send && process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) void serveParent();
+if (process.send && isMain(import.meta.url)) void serveParent();

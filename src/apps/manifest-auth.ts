@@ -2,7 +2,7 @@ import crypto, { type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLocalJWKSet, type JSONWebKeySet, type JWK, type JWTVerifyGetKey } from 'jose';
-import { ConfigError, closest, describeValue, type Locator } from './config-source.js';
+import { ConfigError, closest, describeValue, type Locator } from '../config/source.js';
 import { ACTIONS, type Action, type RbacConfig, type RoleDefinition } from '../policy/rbac.js';
 
 /**

@@ -1,3 +1,5 @@
+import { schemaProblems, type JsonSchema, type ProblemOptions, type SchemaProblem } from '../config/schema.js';
+import type { Locator } from '../config/source.js';
 import { ACTIONS } from '../policy/rbac.js';
 import { MANIFEST_SCHEMA_VERSION } from './manifest-types.js';
 
@@ -5,8 +7,8 @@ import { MANIFEST_SCHEMA_VERSION } from './manifest-types.js';
  * The JSON Schema (draft 2020-12) of an app manifest, `config/apps/<slug>.yaml` (issue 4, item 1).
  *
  * This object is the source: `schema/manifest.schema.json` and `docs/manifest-reference.md` are
- * generated from it (`npm run docs`; a test fails when they are stale), and src/apps/schema.ts validates
- * every manifest with it before the semantic checks of manifests.ts.
+ * generated from it (`npm run docs`; a test fails when they are stale), and manifestSchemaProblems below
+ * validates every manifest with it (src/config/schema.ts) before the semantic checks of manifests.ts.
  *
  * Annotations besides the standard keywords (ignored by other validators, used for messages and docs):
  * - `x-expected`: what a person should write here, used in "expected ..., found ..." messages in place
@@ -16,7 +18,7 @@ import { MANIFEST_SCHEMA_VERSION } from './manifest-types.js';
  * - `x-required-hints`: for an object, hints shown when one of its required keys is missing;
  * - `x-doc`: longer text for the reference page only; `x-type`: the type column of the reference page.
  */
-export type JsonSchema = { [keyword: string]: unknown };
+export type { JsonSchema };
 
 /** Where a manifest path or key name comes from in the ancestor's manifest.json (a v3 file using one). */
 const ANCESTOR_HINT =
@@ -422,3 +424,8 @@ export const MANIFEST_SCHEMA: JsonSchema = {
   'x-unknown-hints': Object.fromEntries(ANCESTOR_KEYS.map((k) => [k, ANCESTOR_HINT])),
   'x-expected': "a mapping with at least 'slug: <slug>'",
 };
+
+/** The problems of a manifest value (the schema-level ones; manifests.ts adds the semantic ones). */
+export function manifestSchemaProblems(value: unknown, locator: Locator, options: ProblemOptions = {}): SchemaProblem[] {
+  return schemaProblems(MANIFEST_SCHEMA, value, locator, options);
+}

@@ -1,10 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError, YamlFile, type KeyPath, type Locator } from './config-source.js';
+import { ConfigError, YamlFile, type KeyPath, type Locator } from '../config/source.js';
 import { parseAuthSection, type JwtConfig } from './manifest-auth.js';
 import { INDEX_OPTION_NAMES } from './manifest-schema.js';
 import { manifestVersion, migrateAncestor } from './migrations.js';
-import { inFileOrder, manifestSchemaProblems } from './schema.js';
+import { inFileOrder } from '../config/schema.js';
+import { manifestSchemaProblems } from './manifest-schema.js';
 import type { RbacConfig } from '../policy/rbac.js';
 import {
   MANIFEST_SCHEMA_VERSION,

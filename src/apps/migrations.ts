@@ -1,6 +1,6 @@
-import { describeValue, keyPathName, type KeyPath, type Locator, type YamlFile } from './config-source.js';
+import { describeValue, keyPathName, type KeyPath, type Locator, type YamlFile } from '../config/source.js';
 import { INDEX_OPTION_NAMES } from './manifest-schema.js';
-import { inFileOrder } from './schema.js';
+import { inFileOrder } from '../config/schema.js';
 import { MANIFEST_SCHEMA_VERSION } from './manifest-types.js';
 
 /**

@@ -1,6 +1,6 @@
 import { MANIFEST_SCHEMA, type JsonSchema } from './manifest-schema.js';
 import { MIGRATION_TABLE } from './migrations.js';
-import { runtimeSchema } from './runtime-schema.js';
+import { runtimeSchema } from '../config/runtime-schema.js';
 
 /**
  * The generated reference: schema/manifest.schema.json, schema/runtime.schema.json,
@@ -211,7 +211,7 @@ export const MANIFEST_RULES = [
 /** docs/runtime-reference.md */
 export function renderRuntimeReference(schema: JsonSchema): string {
   const lines: string[] = [
-    BANNER('SETTINGS in src/apps/runtime-config.ts (schema/runtime.schema.json)'),
+    BANNER('SETTINGS in src/config/settings.ts (schema/runtime.schema.json)'),
     '',
     '# runtime.yaml reference',
     '',

@@ -1,4 +1,4 @@
-import { ConfigError } from './config-source.js';
+import { ConfigError } from '../config/source.js';
 import { SLUG_PATTERN, loadManifests, type AppManifest } from './manifests.js';
 
 /** The separator between an app's slug and its collection names: `task_manager_tasks`. */

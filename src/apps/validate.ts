@@ -1,8 +1,8 @@
 import path from 'node:path';
-import { ConfigError } from './config-source.js';
+import { ConfigError } from '../config/source.js';
 import { checkManifestDir, type AppManifest } from './manifests.js';
 import { AppRegistry } from './registry.js';
-import { findRuntimeFile, loadRuntimeConfig, resolveConfigDir, runtimeFileProblems } from './runtime-config.js';
+import { findRuntimeFile, loadRuntimeConfig, resolveConfigDir, runtimeFileProblems } from '../config/runtime-config.js';
 
 /**
  * `mdb-runtime validate`: everything the proxy would refuse in a config directory, found at once

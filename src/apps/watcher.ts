@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../observability/logger.js';
-import { ConfigError } from './config-source.js';
+import { ConfigError } from '../config/source.js';
 import { MANIFEST_EXTENSIONS, parseManifest, type AppManifest } from './manifests.js';
 import { AppRegistry } from './registry.js';
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { checkManifestDir } from '../apps/manifests.js';
-import { CONFIG_DIR_SETTING, redactUri } from '../apps/runtime-config.js';
+import { CONFIG_DIR_SETTING, redactUri } from '../config/runtime-config.js';
 
 /**
  * The state file of a running `npm run dev` (scripts/dev.mjs): where its proxy listens, its upstream,

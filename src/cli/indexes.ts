@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { MongoClient, type Db } from 'mongodb';
-import { CONFIG_DIR_SETTING, loadRuntimeConfig, redactUri, type ConfigOverrides, type RuntimeConfig } from '../apps/runtime-config.js';
+import { CONFIG_DIR_SETTING, loadRuntimeConfig, redactUri, type ConfigOverrides, type RuntimeConfig } from '../config/runtime-config.js';
 import { AppRegistry } from '../apps/registry.js';
 import { checkManifestDir, type AppManifest } from '../apps/manifests.js';
 import { applyPlan, describeError, planApp, type ApplyOutcome } from '../indexes/apply.js';

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import cluster from 'node:cluster';
 import { Command, Option } from 'commander';
-import { CONFIG_DIR_SETTING, ConfigError, SETTINGS, loadRuntimeConfig, type ConfigOverrides } from '../apps/runtime-config.js';
+import { CONFIG_DIR_SETTING, ConfigError, SETTINGS, loadRuntimeConfig, type ConfigOverrides } from '../config/runtime-config.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { StartupError, startRuntime, type RunningRuntime } from '../runtime.js';
 import { CliError, addTokenCommand } from './token.js';

@@ -2,7 +2,7 @@ import crypto, { type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { CONFIG_DIR_SETTING, formatHostPort, loadRuntimeConfig } from '../apps/runtime-config.js';
+import { CONFIG_DIR_SETTING, formatHostPort, loadRuntimeConfig } from '../config/runtime-config.js';
 import { SLUG_PATTERN } from '../apps/manifests.js';
 import { loadApps } from '../apps/registry.js';
 import { APPNAME_MAX_BYTES, mintToken, verifyAppToken } from '../apps/tokens.js';

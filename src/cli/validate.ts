@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { CONFIG_DIR_SETTING } from '../apps/runtime-config.js';
+import { CONFIG_DIR_SETTING } from '../config/runtime-config.js';
 import { formatReport, validateConfigDir } from '../apps/validate.js';
 import { devEnvironment } from './dev-state.js';
 

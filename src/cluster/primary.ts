@@ -1,10 +1,12 @@
 import cluster, { type Worker } from 'node:cluster';
 import type net from 'node:net';
 import { AggregatorRegistry } from 'prom-client';
-import { ConfigError, formatHostPort, type RuntimeConfig } from '../apps/runtime-config.js';
-import { HttpServer } from '../observability/http.js';
+import { ConfigError, formatHostPort, type RuntimeConfig } from '../config/runtime-config.js';
+import type { AppStatusEntry, AppsDocument } from '../observability/apps-view.js';
+import { HttpServer, registerObservabilityRoutes } from '../observability/http.js';
 import type { Logger } from '../observability/logger.js';
-import { StartupError, type AppStatusEntry, type AppsDocument } from '../runtime.js';
+import { Router } from '../observability/router.js';
+import { StartupError } from '../runtime.js';
 import { VERSION } from '../version.js';
 import { WORKER_ID_ENV, isOurs, type FatalMessage, type ReadyMessage, type WorkerMessage, type WorkerReadiness } from './messages.js';
 
@@ -47,11 +49,13 @@ export class ClusterPrimary {
     private readonly logger: Logger,
   ) {
     this.slots = Array.from({ length: config.workers }, (_, i) => ({ id: i + 1, ready: false, failures: 0, restarts: 0 }));
-    this.http = new HttpServer({
+    // The same routes as a single process, answered from every worker (see the class comment).
+    const routes = registerObservabilityRoutes(new Router(), {
       readiness: () => this.readiness(),
       apps: () => this.apps(),
       metrics: async () => ({ contentType: this.aggregator.contentType, text: await this.aggregator.clusterMetrics() }),
     });
+    this.http = new HttpServer(routes);
   }
 
   /** Listens on http_listen, forks the workers and resolves once all of them serve; throws what made the start fail. */

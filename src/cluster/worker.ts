@@ -1,6 +1,6 @@
 import { AggregatorRegistry } from 'prom-client';
-import { ConfigError, type RuntimeConfig } from '../apps/runtime-config.js';
-import { formatHostPort, redactUri } from '../apps/runtime-config.js';
+import { ConfigError, type RuntimeConfig } from '../config/runtime-config.js';
+import { formatHostPort, redactUri } from '../config/runtime-config.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { StartupError, startRuntime, type RunningRuntime } from '../runtime.js';
 import { WORKER_ID_ENV, isOurs, type FatalMessage, type PrimaryMessage, type ReadyMessage, type ReplyMessage, type WorkerReadiness } from './messages.js';

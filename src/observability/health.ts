@@ -1,5 +1,17 @@
 import { performance } from 'node:perf_hooks';
+import type { AppDirectory } from '../apps/watcher.js';
+import { errorEntry } from './apps-view.js';
 import type { Logger } from './logger.js';
+import { sendJson, type Router } from './router.js';
+
+/** GET /healthz (the process answers) and GET /readyz (able to serve: 200, else 503 with the reason). */
+export function registerHealthRoutes(router: Router, readiness: () => Promise<{ ready: boolean; detail: Record<string, unknown> }>): void {
+  router.get('/healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
+  router.get('/readyz', async (_req, res) => {
+    const { ready, detail } = await readiness();
+    sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', ...detail });
+  });
+}
 
 /** The result of one upstream ping. */
 export interface ProbeResult {
@@ -84,4 +96,46 @@ export class UpstreamProbe {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
+}
+
+/** What /readyz is judged from. */
+export interface ReadinessSources {
+  /** Draining on shutdown. */
+  stopping(): boolean;
+  probe: Pick<UpstreamProbe, 'check' | 'timeoutMS'>;
+  /** The writable upstream server the topology knows now, if any (src/upstream/topology.ts). */
+  writableServer(): { type: string; address: string } | undefined;
+  directory: Pick<AppDirectory, 'current' | 'startFailures' | 'problems'>;
+}
+
+/**
+ * GET /readyz: ready when the upstream answers a ping, a writable server is known and no manifest
+ * failed to load at start; the detail says what was checked, and the reasons when not ready.
+ */
+export async function readinessOf(sources: ReadinessSources): Promise<{ ready: boolean; detail: Record<string, unknown> }> {
+  // While draining on shutdown the HTTP side stays up and says "not ready" so load balancers stop
+  // sending new clients before the listener is gone.
+  if (sources.stopping()) return { ready: false, detail: { shutting_down: true } };
+  const { probe, directory } = sources;
+  const ping = await probe.check();
+  const server = sources.writableServer();
+  const apps = directory.current;
+  const failed = directory.startFailures;
+  const reasons = [
+    ...(ping.ok ? [] : [`the upstream did not answer a ping (timeout ${probe.timeoutMS} ms): ${ping.error ?? 'no answer'}`]),
+    ...(server || !ping.ok ? [] : ['no writable upstream server']),
+    ...(failed.length > 0 ? [`manifests failed to load at start: ${failed.map((p) => p.file).join(', ')}`] : []),
+  ];
+  return {
+    ready: reasons.length === 0,
+    detail: {
+      ...(reasons.length > 0 ? { reason: reasons.join('; ') } : {}),
+      upstream: server ? `${server.type} ${server.address}` : 'no writable upstream server',
+      upstream_ping: ping.ok ? { ok: true, ms: ping.ms } : { ok: false, error: ping.error ?? 'no answer', timeout_ms: probe.timeoutMS },
+      apps: apps.size,
+      unavailable_apps: [...apps].filter((m) => m.unavailable).map((m) => m.slug),
+      // A refused reload keeps the proxy ready (the last good version serves) but shows here.
+      manifest_errors: directory.problems.map(errorEntry),
+    },
+  };
 }

@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { COMMANDS } from '../policy/commands.js';
-import { POOL_WAIT_BOUNDS } from '../upstream/pool.js';
+import { sendJson, type Router } from './router.js';
 
 /**
  * Prometheus metrics (issue 5 item 2), one Registry per runtime (tests run several proxies in one
@@ -22,7 +21,9 @@ import { POOL_WAIT_BOUNDS } from '../upstream/pool.js';
  * reconciles.
  *
  * Label values are bounded: `command` is a name from the command table (anything else is 'unknown'),
- * `app` a registered slug or one of the fixed labels below, `reason` and `outcome` fixed enums.
+ * `app` a registered slug or one of the fixed labels below, `reason` and `outcome` fixed enums. The
+ * command names and the pool's wait buckets are given by the composition root (src/runtime.ts): this
+ * module imports neither the policy nor the upstream (docs/architecture.md).
  */
 
 /** The app label of connections and requests not (yet) authenticated as an app (slugs start with a letter). */
@@ -229,13 +230,17 @@ export class AppMeter {
   readonly recent = new RecentLatency();
   private readonly cells = new Map<string, CommandCell>();
 
-  constructor(readonly app: string) {}
+  /** `commands`: the command labels (the command table's canonical names); any other name counts as 'unknown'. */
+  constructor(
+    readonly app: string,
+    private readonly commands: ReadonlySet<string>,
+  ) {}
 
   /** The cell of `command` (a canonical name from the command table; any other name shares 'unknown'). */
   cell(command: string): CommandCell {
     let cell = this.cells.get(command);
     if (!cell) {
-      const label = COMMAND_LABELS.has(command) ? command : UNKNOWN_COMMAND;
+      const label = this.commands.has(command) ? command : UNKNOWN_COMMAND;
       cell = this.cells.get(label);
       if (!cell) {
         cell = new CommandCell(label);
@@ -270,9 +275,6 @@ export class AppMeter {
     this.rejected[REJECT_INDEX.get(reason)!]! += 1;
   }
 }
-
-/** Canonical command names (aliases resolve to them before they reach a cell) plus 'unknown'. */
-const COMMAND_LABELS: ReadonlySet<string> = new Set([...[...COMMANDS.values()].map((s) => s.name), UNKNOWN_COMMAND]);
 
 /** The upstream connection pool as the metrics read it (src/upstream/pool.ts). */
 export interface PoolSample {
@@ -331,6 +333,13 @@ export interface MetricsSources {
 export interface MetricsOptions {
   /** Request-path instrumentation on (runtime setting `metrics`); when false only scrape-time samples remain. */
   enabled: boolean;
+  /**
+   * The `command` label values: the command table's canonical names (aliases resolve to them before
+   * they reach a cell). Any other name is counted as 'unknown', so the label stays bounded.
+   */
+  commands: Iterable<string>;
+  /** The bounds (seconds) of mdb_upstream_pool_wait_seconds: the ones the pools count their waits in. */
+  poolWaitBounds: readonly number[];
   /** Also export prom-client's process metrics (CPU, memory, event loop). Default true. */
   processMetrics?: boolean;
 }
@@ -350,13 +359,15 @@ export class ProxyMetrics {
   private refusedManifests = 0;
   private lastReload: number | undefined;
   private sources: MetricsSources | undefined;
+  private readonly commands: ReadonlySet<string>;
 
   constructor(options: MetricsOptions) {
     this.enabled = options.enabled;
-    this.unauthenticated = new AppMeter(UNAUTHENTICATED);
+    this.commands = new Set(options.commands);
+    this.unauthenticated = new AppMeter(UNAUTHENTICATED, this.commands);
     this.meters.set(UNAUTHENTICATED, this.unauthenticated);
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
-    this.define();
+    this.define(options.poolWaitBounds);
   }
 
   /** Where scrape-time samples come from (set once the runtime has built its parts). */
@@ -369,7 +380,7 @@ export class ProxyMetrics {
     if (slug === undefined) return this.unauthenticated;
     let meter = this.meters.get(slug);
     if (!meter) {
-      meter = new AppMeter(slug);
+      meter = new AppMeter(slug, this.commands);
       this.meters.set(slug, meter);
     }
     return meter;
@@ -409,7 +420,7 @@ export class ProxyMetrics {
     return { contentType: this.registry.contentType, text: await this.registry.metrics() };
   }
 
-  private define(): void {
+  private define(poolWaitBounds: readonly number[]): void {
     const registers = [this.registry];
     const meters = () => this.meters.values();
     const enabled = this.enabled;
@@ -581,7 +592,7 @@ export class ProxyMetrics {
       'mdb_upstream_pool_wait_seconds',
       'Time to get an upstream connection from the pool (0: an idle one was ready), by upstream server',
       ['address'],
-      POOL_WAIT_BOUNDS,
+      poolWaitBounds,
       (emit) => {
         for (const p of sources()?.pools() ?? []) {
           emit({ address: p.address }, { bounds: p.waitBounds, counts: p.waitCounts, sum: p.waitSum, count: p.waitCount });
@@ -674,6 +685,20 @@ export class ProxyMetrics {
       },
     });
   }
+}
+
+/** GET /metrics: the Prometheus text of `scrape` (one runtime's registry, or the workers' summed). */
+export function registerMetricsRoute(router: Router, scrape: () => Promise<{ contentType: string; text: string }>): void {
+  router.get('/metrics', async (req, res) => {
+    let scraped: { contentType: string; text: string };
+    try {
+      scraped = await scrape();
+    } catch (err) {
+      return sendJson(res, 500, { error: `cannot collect the metrics: ${(err as Error).message}` });
+    }
+    res.writeHead(200, { 'content-type': scraped.contentType, 'content-length': Buffer.byteLength(scraped.text) });
+    res.end(req.method === 'HEAD' ? undefined : scraped.text);
+  });
 }
 
 const APP_COMMAND: readonly string[] = ['app', 'command'];

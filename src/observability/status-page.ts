@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import type http from 'node:http';
 import { fileURLToPath } from 'node:url';
+import type { Router } from './router.js';
 
 /**
  * GET / on the HTTP port: the status page, one self-contained HTML file (status-page.html beside this
@@ -87,4 +88,9 @@ export function serveStatusPage(res: http.ServerResponse): void {
   }
   res.writeHead(200, { ...page.headers, 'content-length': page.body.length });
   res.end(page.body);
+}
+
+/** GET / */
+export function registerStatusPageRoute(router: Router): void {
+  router.get('/', (_req, res) => serveStatusPage(res));
 }

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/apps/config-source.js';
+import { ConfigError } from '../../src/config/source.js';
 import { loadManifests } from '../../src/apps/manifests.js';
 import { configDirWith, keyPair, manifestOf, removeConfigDirs, type TestKeyPair } from '../helpers/apps.js';
 

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { YamlFile } from '../../src/apps/config-source.js';
+import { YamlFile } from '../../src/config/source.js';
 import { checkManifest, loadManifests, type AppManifest } from '../../src/apps/manifests.js';
 import { manifestVersion, migratedSecretEnv } from '../../src/apps/migrations.js';
 import { AppRegistry } from '../../src/apps/registry.js';

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/apps/config-source.js';
+import { ConfigError } from '../../src/config/source.js';
 import { AppRegistry, loadApps } from '../../src/apps/registry.js';
 import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
 import { configDirWith, removeConfigDirs } from '../helpers/apps.js';

@@ -10,7 +10,7 @@ import {
   redactUri,
   type ConfigOverrides,
   type RuntimeConfig,
-} from '../../src/apps/runtime-config.js';
+} from '../../src/config/runtime-config.js';
 import { loadManifests } from '../../src/apps/manifests.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

@@ -2,12 +2,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { ConfigError, YamlFile } from '../../src/apps/config-source.js';
+import { ConfigError, YamlFile } from '../../src/config/source.js';
 import { checkManifest } from '../../src/apps/manifests.js';
-import { MANIFEST_SCHEMA, type JsonSchema } from '../../src/apps/manifest-schema.js';
-import { runtimeSchema } from '../../src/apps/runtime-schema.js';
-import { LOG_LEVELS, SETTINGS, loadRuntimeConfig, runtimeFileProblems } from '../../src/apps/runtime-config.js';
-import { ANNOTATIONS, manifestSchemaProblems, runtimeSchemaProblems } from '../../src/apps/schema.js';
+import { MANIFEST_SCHEMA, manifestSchemaProblems, type JsonSchema } from '../../src/apps/manifest-schema.js';
+import { runtimeSchema, runtimeSchemaProblems } from '../../src/config/runtime-schema.js';
+import { LOG_LEVELS, SETTINGS, loadRuntimeConfig, runtimeFileProblems } from '../../src/config/runtime-config.js';
+import { ANNOTATIONS } from '../../src/config/schema.js';
 import { configDirWith, removeConfigDirs } from '../helpers/apps.js';
 
 /** The JSON Schemas (schema/*.schema.json) and the messages made of ajv's errors (issue 4, items 1-2). */

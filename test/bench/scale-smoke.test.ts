@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ROOT, assertBuilt } from '../cli/cli-process.js';
+import { ROOT, assertBuilt } from '../../src/testing/processes.js';
 
 /**
  * The scale benchmark (bench/scale.mjs, issue 6 item 5) in its smoke mode: a few hundred idle

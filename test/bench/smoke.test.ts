@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ROOT, assertBuilt } from '../cli/cli-process.js';
+import { ROOT, assertBuilt } from '../../src/testing/processes.js';
 
 /**
  * The benchmarks are not tests: this only checks that the observability benchmark still runs end to

@@ -1,16 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const CLI = path.join(ROOT, 'dist/cli/main.js');
-
-/** Fails with a clear message when the CLI was not built (the tests run the built binary). */
-export function assertBuilt(): void {
-  if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` before the CLI tests`);
-}
+import { CLI, ROOT } from '../../src/testing/processes.js';
 
 /** A log line of the CLI: pino JSON (msg, level, fields). */
 export type LogLine = Record<string, unknown> & { msg?: string };
@@ -134,13 +123,4 @@ export class CliProcess {
   private notify(): void {
     for (const l of [...this.listeners]) l();
   }
-}
-
-/** A temporary config directory: runtime.yaml and apps/<file> manifests. */
-export function tempConfig(runtimeYaml: string, apps: Record<string, string> = {}): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mdb-cli-config-'));
-  fs.writeFileSync(path.join(dir, 'runtime.yaml'), runtimeYaml);
-  fs.mkdirSync(path.join(dir, 'apps'));
-  for (const [file, text] of Object.entries(apps)) fs.writeFileSync(path.join(dir, 'apps', file), text);
-  return dir;
 }

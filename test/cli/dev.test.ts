@@ -6,8 +6,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { freePort } from '../helpers/ferretdb.js';
-import { CLI, ROOT, assertBuilt } from './cli-process.js';
+import { freePort } from '../../src/testing/ports.js';
+import { CLI, ROOT, assertBuilt } from '../../src/testing/processes.js';
 
 /*
  * `npm run dev` (scripts/dev.mjs) as a newcomer runs it: real processes (npm, the runner, FerretDB, the

@@ -5,8 +5,8 @@ import type net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { loadRuntimeConfig } from '../../src/apps/runtime-config.js';
-import { ROOT } from './cli-process.js';
+import { loadRuntimeConfig } from '../../src/config/runtime-config.js';
+import { ROOT } from '../../src/testing/processes.js';
 
 /*
  * There is no Docker engine on the test machines, so the image is never built here. These checks read

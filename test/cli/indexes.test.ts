@@ -7,7 +7,8 @@ import { CliError } from '../../src/cli/token.js';
 import { LeaseManager } from '../../src/indexes/index.js';
 import { uniqueDb } from '../helpers/proxy.js';
 import { appWith, idx, upstreamIndexes } from '../indexes/helpers.js';
-import { CliProcess, assertBuilt, tempConfig } from './cli-process.js';
+import { CliProcess } from './cli-process.js';
+import { assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
 /**
  * `mdb-runtime indexes [--app SLUG] [--apply]` (issue 4 item 6) on the real upstream: the plan table,

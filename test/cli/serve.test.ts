@@ -14,11 +14,12 @@ interface Tagged {
   _id: string;
   run: string;
 }
-import { SETTINGS } from '../../src/apps/runtime-config.js';
-import { freePort } from '../helpers/ferretdb.js';
+import { SETTINGS } from '../../src/config/runtime-config.js';
+import { freePort } from '../../src/testing/ports.js';
 import { PLAYGROUND_APP, startTestProxy, uniqueDb } from '../helpers/proxy.js';
-import { WireRelay } from '../helpers/relay.js';
-import { CliProcess, assertBuilt, tempConfig, type LogLine } from './cli-process.js';
+import { WireRelay } from '../../src/testing/relay.js';
+import { CliProcess, type LogLine } from './cli-process.js';
+import { assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
 const upstreamUri = inject('upstreamUri');
 let direct: MongoClient;

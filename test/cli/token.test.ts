@@ -5,7 +5,8 @@ import { MongoClient } from 'mongodb';
 import { decodeProtectedHeader, jwtVerify, importSPKI } from 'jose';
 import { startTestProxy, uniqueDb } from '../helpers/proxy.js';
 import { keyPair, type TestKeyPair } from '../helpers/apps.js';
-import { CliProcess, assertBuilt, tempConfig } from './cli-process.js';
+import { CliProcess } from './cli-process.js';
+import { assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
 /** `mdb-runtime token`, as a user runs it: the built CLI as a child process. */
 

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CliProcess, ROOT, assertBuilt, tempConfig } from './cli-process.js';
+import { CliProcess } from './cli-process.js';
+import { ROOT, assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
 /** `mdb-runtime validate [--config DIR]` as a user runs it: the built CLI on good and bad config dirs. */
 

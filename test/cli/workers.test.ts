@@ -2,10 +2,11 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { MongoClient, type Document } from 'mongodb';
-import { freePort } from '../helpers/ferretdb.js';
+import { freePort } from '../../src/testing/ports.js';
 import { PLAYGROUND_APP, uniqueDb } from '../helpers/proxy.js';
 import { parsePrometheus } from '../observability/prom-text.js';
-import { CliProcess, assertBuilt, tempConfig, type LogLine } from './cli-process.js';
+import { CliProcess, type LogLine } from './cli-process.js';
+import { assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
 /**
  * `mdb-runtime serve --workers N` (issue 6 item 5): the built CLI as a child process, against the test

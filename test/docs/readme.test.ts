@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { SETTINGS, CONFIG_DIR_SETTING } from '../../src/apps/runtime-config.js';
+import { SETTINGS, CONFIG_DIR_SETTING } from '../../src/config/runtime-config.js';
 import { commandHelp, lookupCommand } from '../../src/policy/commands.js';
 
 const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');

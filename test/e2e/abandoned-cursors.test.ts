@@ -2,9 +2,10 @@ import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { Binary, Long, type Document } from 'bson';
 import type { MongoClient } from 'mongodb';
 import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
-import { freePort, startFerretDB, type RunningFerretDB } from '../helpers/ferretdb.js';
-import { WireRelay } from '../helpers/relay.js';
-import { RawClient, opMsg as opMsgOf } from '../helpers/wire-client.js';
+import { freePort } from '../../src/testing/ports.js';
+import { startFerretDB, type RunningFerretDB } from '../../src/testing/ferretdb.js';
+import { WireRelay } from '../../src/testing/relay.js';
+import { RawClient, opMsg as opMsgOf } from '../../src/testing/wire-client.js';
 
 /**
  * Cursors must not outlive every client that could use them (the benchmark's deadlock: FerretDB v1

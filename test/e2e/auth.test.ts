@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { MongoClient, MongoServerError, type CommandFailedEvent } from 'mongodb';
 import { Binary, serialize } from 'bson';
 import { startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg } from '../helpers/wire-client.js';
+import { RawClient, opMsg } from '../../src/testing/wire-client.js';
 import { expectClosedWithoutReply } from '../session/raw-helpers.js';
 import { keyPair, seconds, sign, type TestKeyPair } from '../helpers/apps.js';
 import { scratchHome } from './workloads/run.js';

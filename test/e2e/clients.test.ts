@@ -10,7 +10,7 @@ import {
   sandboxOf,
   type Sandbox,
 } from '../helpers/physical.js';
-import { WireRelay } from '../helpers/relay.js';
+import { WireRelay } from '../../src/testing/relay.js';
 import { runNodeWorkloadAt, WORKLOAD_BATCH_SIZE, WORKLOAD_DOCS, type WorkloadSummary } from './workloads/workload.js';
 import {
   expectedWorkloadSummary,

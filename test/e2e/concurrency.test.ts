@@ -10,8 +10,8 @@ import {
   seedPhysical,
   type Sandbox,
 } from '../helpers/physical.js';
-import { WireRelay, type RelayedMessage } from '../helpers/relay.js';
-import { RawClient } from '../helpers/wire-client.js';
+import { WireRelay, type RelayedMessage } from '../../src/testing/relay.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 
 /**
  * Many real clients at once, unacknowledged writes, clients vanishing mid-cursor and killed cursors,

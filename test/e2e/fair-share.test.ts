@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import { Long, type Document } from 'bson';
 import { MsgFlag } from '../../src/wire/index.js';
-import { WireRelay } from '../helpers/relay.js';
-import { RawClient, opMsg } from '../helpers/wire-client.js';
+import { WireRelay } from '../../src/testing/relay.js';
+import { RawClient, opMsg } from '../../src/testing/wire-client.js';
 import { runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { httpGet, scrape, total } from '../observability/prom-text.js';
 

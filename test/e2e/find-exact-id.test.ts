@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { Long, ObjectId, type Document, type MongoClient } from 'mongodb';
 import { PLAYGROUND_APP, connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { physicalCollection, sandboxOf, type Sandbox } from '../helpers/physical.js';
-import { WireRelay } from '../helpers/relay.js';
-import { RawClient } from '../helpers/wire-client.js';
+import { WireRelay } from '../../src/testing/relay.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 
 /**
  * find's exact-_id fast path end to end (src/policy/handlers/find.ts): a point read reaches the upstream

@@ -5,7 +5,7 @@ import { MongoClient, MongoServerError } from 'mongodb';
 import { startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { seconds, sign } from '../helpers/apps.js';
 import { afterEdit, httpJson, writeManifest } from '../helpers/reload.js';
-import type { AppsDocument } from '../../src/runtime.js';
+import type { AppsDocument } from '../../src/observability/apps-view.js';
 
 /**
  * Hot reload (issue 4 item 3) on a running proxy with real files and real Node driver clients

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Binary, Code, Double, Long, serialize, type Document } from 'bson';
 import type { MongoClient } from 'mongodb';
-import type { RawClient } from '../helpers/wire-client.js';
-import { opMsg } from '../helpers/wire-client.js';
+import type { RawClient } from '../../src/testing/wire-client.js';
+import { opMsg } from '../../src/testing/wire-client.js';
 import { sign, seconds } from '../helpers/apps.js';
 import {
   ALPHA_DB,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BSONRegExp, type Binary, type Document } from 'bson';
-import type { RawClient } from '../helpers/wire-client.js';
+import type { RawClient } from '../../src/testing/wire-client.js';
 import { startTestProxy } from '../helpers/proxy.js';
 import {
   ALPHA_DB,

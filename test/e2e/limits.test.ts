@@ -4,7 +4,7 @@ import { MongoClient, MongoServerError, type MongoClientOptions } from 'mongodb'
 import { startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { physicalCollection, sandboxOf } from '../helpers/physical.js';
 import { afterEdit, httpJson, writeManifest } from '../helpers/reload.js';
-import type { AppsDocument } from '../../src/runtime.js';
+import type { AppsDocument } from '../../src/observability/apps-view.js';
 
 /**
  * The manifest's `limits` and `data_access` enforced per app (issue 4), with the Node driver (and

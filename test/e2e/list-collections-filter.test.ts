@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BSONRegExp, EJSON, type Document } from 'bson';
 import { Query } from 'mingo';
 import type { Db } from 'mongodb';
-import type { RawClient } from '../helpers/wire-client.js';
+import type { RawClient } from '../../src/testing/wire-client.js';
 import { ALPHA_DB, IsolationWorld, command, expectError, firstBatch, type Reply } from './isolation-fixture.js';
 
 /**

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Binary, Long, MongoClient, type ChangeStreamInsertDocument, type Document } from 'mongodb';
 import { connect, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { physicalCollection, readPhysical, sandboxOf, type Sandbox } from '../helpers/physical.js';
-import { RawClient } from '../helpers/wire-client.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 
 /**
  * What only a replica set (or a sharded cluster) can back: multi-document transactions, change streams

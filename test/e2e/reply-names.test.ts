@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Binary, Long, type Document } from 'bson';
 import { commandHelp, lookupCommand } from '../../src/policy/commands.js';
-import { RawClient } from '../helpers/wire-client.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 import { runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 
 /**

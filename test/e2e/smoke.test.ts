@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestProxy, uniqueDb, connect, type TestProxy } from '../helpers/proxy.js';
-import { RawClient } from '../helpers/wire-client.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 
 let proxy: TestProxy;
 beforeAll(async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { MongoClient, MongoServerError } from 'mongodb';
-import { startFerretDB, type RunningFerretDB } from '../helpers/ferretdb.js';
+import { startFerretDB, type RunningFerretDB } from '../../src/testing/ferretdb.js';
 import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { expectNothingUnderLogicalNames, physicalCollectionsOf, readPhysical, sandboxOf } from '../helpers/physical.js';
 import { runNodeWorkloadAt } from './workloads/workload.js';

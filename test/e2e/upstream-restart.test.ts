@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import type { MongoClient } from 'mongodb';
-import { startFerretDB, type RunningFerretDB } from '../helpers/ferretdb.js';
+import { startFerretDB, type RunningFerretDB } from '../../src/testing/ferretdb.js';
 import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
-import { RawClient } from '../helpers/wire-client.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 
 /**
  * The upstream goes away and comes back while clients work: during the outage requests fail within

@@ -1,12 +1,11 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { Writable } from 'node:stream';
 import { inject } from 'vitest';
 import { MongoClient, type MongoClientOptions } from 'mongodb';
-import { loadRuntimeConfig } from '../../src/apps/runtime-config.js';
+import { loadRuntimeConfig } from '../../src/config/runtime-config.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { startRuntime, type RunningRuntime, type RuntimeOptions } from '../../src/runtime.js';
+import { tempConfig } from '../../src/testing/processes.js';
 
 export interface TestProxy {
   runtime: RunningRuntime;
@@ -43,15 +42,14 @@ export const PLAYGROUND_APP = 'slug: playground\nname: Playground\nauth_required
 
 /** Starts the real proxy in this process on free ports, against the test upstream by default. */
 export async function startTestProxy(options: TestProxyOptions = {}): Promise<TestProxy> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mdb-proxy-config-'));
-  fs.mkdirSync(path.join(dir, 'apps'));
   // By default each proxy gets its own physical database: suites run side by side on one upstream, and
   // an app's collections (playground_t...) would otherwise meet another suite's. It is dropped on stop.
   const ownDatabase = options.runtimeYaml === undefined ? uniqueDb('sandbox') : undefined;
-  fs.writeFileSync(path.join(dir, 'runtime.yaml'), options.runtimeYaml ?? runtimeYamlWithDatabase(ownDatabase!));
-  for (const [file, text] of Object.entries(options.apps ?? { 'playground.yaml': PLAYGROUND_APP })) {
-    fs.writeFileSync(path.join(dir, 'apps', file), text);
-  }
+  const dir = tempConfig(
+    options.runtimeYaml ?? runtimeYamlWithDatabase(ownDatabase!),
+    options.apps ?? { 'playground.yaml': PLAYGROUND_APP },
+    'mdb-proxy-config-',
+  );
   const config = loadRuntimeConfig(
     {
       config: dir,

@@ -6,10 +6,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { MongoClient } from 'mongodb';
 import { LEASE_COLLECTION, type LeaseDocument } from '../../src/indexes/index.js';
 import type { ManagedIndex } from '../../src/apps/manifest-types.js';
-import { freePort } from '../helpers/ferretdb.js';
+import { freePort } from '../../src/testing/ports.js';
 import { uniqueDb } from '../helpers/proxy.js';
-import { WireRelay } from '../helpers/relay.js';
-import { CLI, ROOT, assertBuilt } from '../cli/cli-process.js';
+import { WireRelay } from '../../src/testing/relay.js';
+import { CLI, ROOT, assertBuilt } from '../../src/testing/processes.js';
 import { ConnectionHoldingRelay, idx, upstreamIndexes, waitFor } from './helpers.js';
 
 /**

@@ -12,7 +12,7 @@ import {
 } from '../../src/indexes/index.js';
 import type { AppManifest } from '../../src/apps/manifests.js';
 import { uniqueDb } from '../helpers/proxy.js';
-import { WireRelay } from '../helpers/relay.js';
+import { WireRelay } from '../../src/testing/relay.js';
 import { ConnectionHoldingRelay, appWith, captureLogger, idx, upstreamIndexes, waitFor, type CapturedLogger } from './helpers.js';
 
 /**

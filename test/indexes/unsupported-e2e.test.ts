@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { MongoClient } from 'mongodb';
 import { runIndexes } from '../../src/cli/indexes.js';
-import type { AppStatusEntry, AppsDocument } from '../../src/runtime.js';
+import type { AppStatusEntry, AppsDocument } from '../../src/observability/apps-view.js';
 import { parsePrometheus, select } from '../observability/prom-text.js';
 import { runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { waitFor } from './helpers.js';

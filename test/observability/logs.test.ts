@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { Binary, type Document } from 'bson';
 import type { MongoClient } from 'mongodb';
 import { connect, startTestProxy, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg } from '../helpers/wire-client.js';
+import { RawClient, opMsg } from '../../src/testing/wire-client.js';
 import { decodeReply } from '../session/raw-helpers.js';
 import { seconds, sign } from '../helpers/apps.js';
 import { scrape, total } from './prom-text.js';

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Binary, Long, type Document } from 'bson';
 import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
-import { RawClient, opMsg } from '../helpers/wire-client.js';
+import { RawClient, opMsg } from '../../src/testing/wire-client.js';
 import { decodeReply } from '../session/raw-helpers.js';
 import { seconds, sign } from '../helpers/apps.js';
 import { httpGet, parsePrometheus, scrape, select, total, type Sample } from './prom-text.js';
-import type { AppsDocument } from '../../src/runtime.js';
+import type { AppsDocument } from '../../src/observability/apps-view.js';
 
 /**
  * Issue 5 item 5: after a scripted workload through the proxy (two apps, known numbers of each command,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
-import { startFerretDB, type RunningFerretDB } from '../helpers/ferretdb.js';
+import { startFerretDB, type RunningFerretDB } from '../../src/testing/ferretdb.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { httpGet, scrape, total } from './prom-text.js';
 

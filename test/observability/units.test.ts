@@ -8,8 +8,14 @@ import { tokenFailureReason } from '../../src/session/authentication.js';
 import { collectionOf, documentsReturned, replyOutcome } from '../../src/session/reply-facts.js';
 import { TokenError, verifyAppToken } from '../../src/apps/tokens.js';
 import type { AppRegistry } from '../../src/apps/registry.js';
+import { COMMANDS } from '../../src/policy/commands.js';
+import { POOL_WAIT_BOUNDS } from '../../src/upstream/pool.js';
 import { registryOf, removeConfigDirs, seconds, sign } from '../helpers/apps.js';
 import { parsePrometheus, total } from './prom-text.js';
+
+/** What the composition root gives the metrics: the command table's names and the pools' wait buckets. */
+const COMMAND_NAMES = [...COMMANDS.values()].map((s) => s.name);
+const LABELS = { commands: COMMAND_NAMES, poolWaitBounds: POOL_WAIT_BOUNDS };
 
 /** The parts of issue 5's observability that need no proxy: formats, redaction, cells, probes, reply facts. */
 
@@ -125,7 +131,7 @@ describe('metric cells', () => {
   });
 
   it('gives every unknown command name one shared cell', () => {
-    const meter = new AppMeter('alpha');
+    const meter = new AppMeter('alpha', new Set(COMMAND_NAMES));
     const a = meter.cell('frobnicate');
     const b = meter.cell('somethingElse');
     expect(a).toBe(b);
@@ -148,8 +154,8 @@ describe('metric cells', () => {
   });
 
   it('keeps one registry per runtime: two instances in one process do not clash', async () => {
-    const one = new ProxyMetrics({ enabled: true, processMetrics: true });
-    const two = new ProxyMetrics({ enabled: true, processMetrics: true });
+    const one = new ProxyMetrics({ enabled: true, processMetrics: true, ...LABELS });
+    const two = new ProxyMetrics({ enabled: true, processMetrics: true, ...LABELS });
     const meter = one.app('alpha');
     meter.request(meter.cell('find'), Outcome.OK, 2, 1, 0);
     const a = parsePrometheus((await one.scrape()).text);
@@ -159,8 +165,37 @@ describe('metric cells', () => {
     expect(a.some((s) => s.name === 'process_cpu_user_seconds_total')).toBe(true);
   });
 
+  it('labels commands and buckets pool waits with what it is given, not a table of its own', async () => {
+    const metrics = new ProxyMetrics({ enabled: true, processMetrics: false, commands: ['alpha_cmd'], poolWaitBounds: [0, 0.5] });
+    const meter = metrics.app('alpha');
+    meter.request(meter.cell('alpha_cmd'), Outcome.OK, 2, 1, 0);
+    meter.request(meter.cell('find'), Outcome.OK, 2, 1, 0);
+    metrics.setSources({
+      pools: () => [
+        { address: 'db:27017', size: 1, inUse: 0, waiting: 0, waitBounds: [0, 0.5], waitCounts: Float64Array.from([3, 1, 2]), waitSum: 4.2, waitCount: 6, waitFailures: 0 },
+      ],
+      cursors: () => [],
+      upstreamShares: () => [],
+      indexes: () => [],
+      manifestErrors: () => 0,
+      apps: () => [],
+      upstreamUp: () => Promise.resolve(true),
+    });
+    const samples = parsePrometheus((await metrics.scrape()).text);
+    expect(total(samples, 'mdb_operations_total', { command: 'alpha_cmd' })).toBe(1);
+    // 'find' is not among the given names: it counts as unknown.
+    expect(total(samples, 'mdb_operations_total', { command: 'find' })).toBe(0);
+    expect(total(samples, 'mdb_operations_total', { command: UNKNOWN_COMMAND })).toBe(1);
+    const buckets = samples.filter((s) => s.name === 'mdb_upstream_pool_wait_seconds_bucket').map((s) => [s.labels.le, s.value]);
+    expect(buckets).toEqual([
+      ['0', 3],
+      ['0.5', 4],
+      ['+Inf', 6],
+    ]);
+  });
+
   it('exports no request-path series when metrics are off', async () => {
-    const off = new ProxyMetrics({ enabled: false, processMetrics: false });
+    const off = new ProxyMetrics({ enabled: false, processMetrics: false, ...LABELS });
     const meter = off.app('alpha');
     meter.request(meter.cell('find'), Outcome.OK, 2, 1, 0);
     meter.bytesReceived += 100;

@@ -3,7 +3,7 @@ import { Long, serialize, type Document } from 'bson';
 import type { MongoClient } from 'mongodb';
 import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { expectNothingUnderLogicalNames, readPhysical, sandboxOf } from '../helpers/physical.js';
-import { RawClient } from '../helpers/wire-client.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 import { MsgFlag, OpCode } from '../../src/wire/constants.js';
 import { COMPRESSOR, commandMsg, compress, frame, freshRequestId, header, opQuery, rawOpMsg, requestIdOf } from '../wire/frames.js';
 import {

@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import { deserialize, type Document } from 'bson';
-import { RawClient } from '../helpers/wire-client.js';
+import { RawClient } from '../../src/testing/wire-client.js';
 import { parseOpMsg } from '../../src/wire/opmsg.js';
 import { OpCode } from '../../src/wire/constants.js';
 

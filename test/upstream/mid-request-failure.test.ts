@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import type { MongoClient } from 'mongodb';
 import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { expectNothingUnderLogicalNames, readPhysical, sandboxOf, type Sandbox } from '../helpers/physical.js';
-import { WireRelay } from '../helpers/relay.js';
-import { RawClient, opMsg } from '../helpers/wire-client.js';
+import { WireRelay } from '../../src/testing/relay.js';
+import { RawClient, opMsg } from '../../src/testing/wire-client.js';
 
 describe('upstream connection failing mid-request', () => {
   let relay: WireRelay;

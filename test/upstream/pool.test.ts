@@ -6,7 +6,7 @@ import { CursorRegistry } from '../../src/upstream/cursors.js';
 import { TransactionPins } from '../../src/upstream/pins.js';
 import { UpstreamError } from '../../src/upstream/errors.js';
 import type { UpstreamConnectOptions } from '../../src/upstream/connection.js';
-import { freePort } from '../helpers/ferretdb.js';
+import { freePort } from '../../src/testing/ports.js';
 
 const options: UpstreamConnectOptions = { connectTimeoutMS: 2000, appName: 'pool-test', driverVersion: 'test' };
 

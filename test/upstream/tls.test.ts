@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { startFerretDB, type RunningFerretDB } from '../helpers/ferretdb.js';
+import { startFerretDB, type RunningFerretDB } from '../../src/testing/ferretdb.js';
 import { connect, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
 import { DEFAULT_DATABASE, expectNothingUnderLogicalNames, readPhysical, sandboxOf } from '../helpers/physical.js';
 

@@ -1,8 +1,8 @@
 import net from 'node:net';
 import { deserialize, serialize, type Document } from 'bson';
-import { MessageFramer } from '../../src/wire/framer.js';
-import { encodeOpMsg, parseOpMsg, type DocumentSequence } from '../../src/wire/opmsg.js';
-import { OpCode } from '../../src/wire/constants.js';
+import { MessageFramer } from '../wire/framer.js';
+import { encodeOpMsg, parseOpMsg, type DocumentSequence } from '../wire/opmsg.js';
+import { OpCode } from '../wire/constants.js';
 
 let nextRequestId = 1000;
 
@@ -19,8 +19,10 @@ export function opMsg(
 }
 
 /**
- * A client speaking raw wire protocol to the proxy, for tests that send bytes no driver would.
- * Every wait is on an event (a message, the close); timeouts only turn a hang into a failure.
+ * A client speaking raw wire protocol to the proxy: for tests that send bytes no driver would, and for
+ * the scale benchmark, which holds thousands of connections at a fraction of a driver's memory (see
+ * processes.ts for why this is under src/). One request at a time per connection. Every wait is on an
+ * event (a message, the close); timeouts only turn a hang into a failure.
  */
 export class RawClient {
   private readonly framer = new MessageFramer(64 * 1024 * 1024);
@@ -44,9 +46,9 @@ export class RawClient {
     });
   }
 
-  static connect(port: number): Promise<RawClient> {
+  static connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => {
+      const s = net.connect({ host, port, noDelay: true }, () => {
         s.off('error', reject);
         resolve(new RawClient(s));
       });

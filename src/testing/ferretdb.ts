@@ -1,13 +1,14 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+// FerretDB v1 on SQLite, the test upstream, as a child process: the global test setup, suites that
+// need a server of their own (stopped, restarted, with auth or TLS), and the end-to-end benchmark.
+// See processes.ts for why this is under src/.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { freePort, waitForPort } from './ports.js';
+import { ROOT, stopChild } from './processes.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** Builds FerretDB once (cached outside the repo) and returns the binary's path. */
+/** Builds FerretDB once (minutes; cached outside the repository) and returns the binary's path. */
 export function buildFerretDB(): string {
   return execFileSync('bash', [path.join(ROOT, 'scripts/ferretdb.sh'), 'build'], {
     encoding: 'utf8',
@@ -18,6 +19,12 @@ export function buildFerretDB(): string {
 export interface RunningFerretDB {
   uri: string;
   port: number;
+  /** The process id of the server running now (a restart changes it). */
+  readonly pid: number | undefined;
+  /** Its data directory (SQLite files and state.json). */
+  dir: string;
+  /** The tail of its stderr (the last 4,000 characters). */
+  stderr(): string;
   /** Stops the server (SIGTERM, then SIGKILL) and removes its data directory unless `keepData`. */
   stop(keepData?: boolean): Promise<void>;
   /** Starts it again on the same port and data (after stop(true)). */
@@ -32,35 +39,8 @@ export interface FerretDBOptions {
   tls?: { certFile: string; keyFile: string };
   /** Serve FerretDB's debug HTTP handler (/debug/metrics) on this loopback port (off by default). */
   debugPort?: number;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves once something accepts TCP connections on the port (polls connect, up to `timeoutMS`). */
-export async function waitForPort(port: number, timeoutMS = 30_000, child?: ChildProcess): Promise<void> {
-  const deadline = Date.now() + timeoutMS;
-  for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
-    if (child && child.exitCode !== null) throw new Error(`process exited with code ${child.exitCode} before listening`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listening on port ${port} after ${timeoutMS} ms`);
-    await new Promise((r) => setTimeout(r, delay));
-  }
+  /** FerretDB's own log level (default error: quiet; the stderr tail goes into start errors). */
+  logLevel?: string;
 }
 
 /** Starts FerretDB (SQLite backend) on a free port with its data in a temporary directory. */
@@ -76,7 +56,7 @@ export async function startFerretDB(binary: string, options: FerretDBOptions = {
       ? ['--listen-addr=', `--listen-tls=127.0.0.1:${port}`, `--listen-tls-cert-file=${options.tls.certFile}`, `--listen-tls-key-file=${options.tls.keyFile}`]
       : [`--listen-addr=127.0.0.1:${port}`]),
     '--telemetry=disable',
-    '--log-level=error',
+    `--log-level=${options.logLevel ?? 'error'}`,
     `--debug-addr=${options.debugPort !== undefined ? `127.0.0.1:${options.debugPort}` : '-'}`,
   ];
   if (options.auth) {
@@ -88,9 +68,10 @@ export async function startFerretDB(binary: string, options: FerretDBOptions = {
     );
   }
   let child: ChildProcess;
+  let stderr = '';
   const start = async () => {
     child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
+    stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
     try {
       await waitForPort(port, 30_000, child);
@@ -99,7 +80,12 @@ export async function startFerretDB(binary: string, options: FerretDBOptions = {
       throw new Error(`FerretDB did not start: ${(err as Error).message}\n${stderr}`);
     }
   };
-  await start();
+  try {
+    await start();
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const credentials = options.auth
     ? `${encodeURIComponent(options.auth.username)}:${encodeURIComponent(options.auth.password)}@`
     : '';
@@ -107,14 +93,13 @@ export async function startFerretDB(binary: string, options: FerretDBOptions = {
   return {
     uri: `mongodb://${credentials}127.0.0.1:${port}/${query}`,
     port,
+    get pid() {
+      return child.pid;
+    },
+    dir,
+    stderr: () => stderr,
     async stop(keepData = false) {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await stopChild(child, 5000);
       if (!keepData) fs.rmSync(dir, { recursive: true, force: true });
     },
     restart: start,

@@ -1,14 +1,17 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { deserialize, type Document } from 'bson';
-import { MessageFramer, MsgFlag, OpCode, parseOpMsg, parseOpQuery } from '../../src/wire/index.js';
+import { MessageFramer, MsgFlag, OpCode, parseOpMsg, parseOpQuery } from '../wire/index.js';
 
 /**
- * A TCP relay for tests, placed in front of a target (the proxy, or the upstream). It accepts
- * connections, opens one to the target for each, and passes bytes both ways. On the way to the target
- * it cuts the stream into wire messages (src/wire's MessageFramer), forwards them whole and records each
- * one decoded, so a test can check what was really sent (how a driver spoke, what the proxy forwarded).
- * Optional behaviour, all off until asked for:
+ * A TCP relay placed in front of a target (the proxy, or the upstream), for the tests and the
+ * benchmarks (see processes.ts for why this is under src/). It accepts connections, opens one to the
+ * target for each, and passes bytes both ways.
+ *
+ * Recording (the default, what tests use): on the way to the target it cuts the stream into wire
+ * messages (src/wire's MessageFramer), forwards them whole and records each one decoded, so a test can
+ * check what was really sent (how a driver spoke, what the proxy forwarded). Optional behaviour, all
+ * off until asked for:
  *  - `cutNext(...commands)`: drop the connection carrying the next request for one of those commands,
  *    before the target sees it (a connection that fails mid-request, made deterministic);
  *  - `hold()` / `release()`: keep the target's replies until released (a request in flight), with
@@ -18,6 +21,10 @@ import { MessageFramer, MsgFlag, OpCode, parseOpMsg, parseOpQuery } from '../../
  *  - `onMessage`, `destroyAll`, `resetAll`: act on connections like a crashing client.
  * Messages that fail framing (a length below 16) close the connection: relays here sit between
  * well-behaved peers, and the bad-input suites talk to the proxy directly.
+ *
+ * `record: false` is the plain relay, the benchmarks' floor for any proxy (bench/README.md): both
+ * directions are piped as bytes, nothing is framed or decoded; only the connection-level calls
+ * (`openConnections`, `drained`, `destroyAll`, `resetAll`, `close`) work, the others throw.
  */
 
 /** One client→target message as the relay forwarded it. */
@@ -47,6 +54,14 @@ export interface RelayedConnection {
   reset(): void;
 }
 
+export interface RelayOptions {
+  /** Frame, record and allow the optional behaviour (default true); false: the plain relay. */
+  record?: boolean;
+  /** Where to listen (default 127.0.0.1, a free port). */
+  host?: string;
+  port?: number;
+}
+
 /** Called after a message was forwarded and recorded; may cut that connection. */
 export type MessageListener = (message: RelayedMessage, connection: RelayedConnection) => void;
 
@@ -61,7 +76,7 @@ interface Pair extends RelayedConnection {
 }
 
 export class WireRelay {
-  /** Every client→target message, in forwarding order across connections. */
+  /** Every client→target message, in forwarding order across connections (none for a plain relay). */
   readonly messages: RelayedMessage[] = [];
   private readonly pairs = new Set<Pair>();
   private readonly listeners: MessageListener[] = [];
@@ -76,17 +91,22 @@ export class WireRelay {
   private constructor(
     private readonly server: net.Server,
     readonly port: number,
+    /** False: the plain relay (bytes piped, nothing framed or recorded). */
+    readonly recording: boolean,
   ) {}
 
-  /** Listens on a free loopback port and relays each connection to `target`. */
-  static async start(target: { host?: string; port: number }): Promise<WireRelay> {
+  /**
+   * Listens (default: a free loopback port) and relays each connection to `target`. `record: false`
+   * makes it the plain relay (see the class comment).
+   */
+  static async start(target: { host?: string; port: number }, options: RelayOptions = {}): Promise<WireRelay> {
     let relay!: WireRelay;
     const server = net.createServer((client) => relay.accept(client, target.host ?? '127.0.0.1', target.port));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
+      server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
     });
-    relay = new WireRelay(server, (server.address() as net.AddressInfo).port);
+    relay = new WireRelay(server, (server.address() as net.AddressInfo).port, options.record ?? true);
     return relay;
   }
 
@@ -115,6 +135,7 @@ export class WireRelay {
    * `collection` (getMore names its collection in `collection`, others in their first field).
    */
   commands(name: string, where: { db?: string; collection?: string } = {}): RelayedMessage[] {
+    this.needsRecording('commands');
     return this.messages.filter((m) => {
       if (m.command !== name) return false;
       if (where.db !== undefined && m.body.$db !== where.db) return false;
@@ -125,6 +146,7 @@ export class WireRelay {
 
   /** Adds a listener for forwarded messages; returns its remover. */
   onMessage(listener: MessageListener): () => void {
+    this.needsRecording('onMessage');
     this.listeners.push(listener);
     return () => {
       const i = this.listeners.indexOf(listener);
@@ -134,21 +156,25 @@ export class WireRelay {
 
   /** Resolves once the connection carrying the next request for one of `commands` was closed instead of forwarding it. */
   cutNext(...commands: string[]): Promise<void> {
+    this.needsRecording('cutNext');
     return new Promise((done) => (this.cut = { commands: new Set(commands), done }));
   }
 
   /** Marks connections whose requests to the target contain `marker` (e.g. a unique _id). */
   watch(marker: string): void {
+    this.needsRecording('watch');
     this.marker = Buffer.from(marker);
   }
 
   /** From now on, keeps the target's replies instead of passing them on. */
   hold(): void {
+    this.needsRecording('hold');
     this.holding = true;
   }
 
   /** From now on, the replies to requests containing `marker` are kept back (until release()). */
   stall(marker: string): void {
+    this.needsRecording('stall');
     this.stallMarker = Buffer.from(marker);
   }
 
@@ -161,6 +187,7 @@ export class WireRelay {
 
   /** Resolves once `n` stalled requests are in flight. */
   async stalledRequests(n: number): Promise<void> {
+    this.needsRecording('stalledRequests');
     while (this.stalled < n) await new Promise((resolve) => this.events.once('stalled', resolve));
   }
 
@@ -176,6 +203,7 @@ export class WireRelay {
 
   /** Resolves once a reply on a connection that carried the watched marker is being held. */
   heldMarkedReply(): Promise<void> {
+    this.needsRecording('heldMarkedReply');
     for (const p of this.pairs) if (p.sawMarker && p.held.length > 0) return Promise.resolve();
     return new Promise((resolve) => this.events.once('held', () => resolve()));
   }
@@ -196,6 +224,10 @@ export class WireRelay {
   async close(): Promise<void> {
     this.destroyAll();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private needsRecording(what: string): void {
+    if (!this.recording) throw new Error(`WireRelay.${what}() needs a recording relay (started with record: false)`);
   }
 
   /** The core: one target connection per client connection, closed together. */
@@ -220,6 +252,12 @@ export class WireRelay {
     for (const s of [client, target]) {
       s.on('error', pair.destroy);
       s.on('close', pair.destroy);
+    }
+    if (!this.recording) {
+      // The plain relay: streams piped as they are (with their backpressure), no per-message work.
+      client.pipe(target);
+      target.pipe(client);
+      return;
     }
 
     // Target → client: bytes as they come, unless holding.

@@ -1,7 +1,5 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import { closest, describeValue, type KeyPath, type Locator } from './config-source.js';
-import { MANIFEST_SCHEMA, type JsonSchema } from './manifest-schema.js';
-import { runtimeSchema } from './runtime-schema.js';
+import { closest, describeValue, type KeyPath, type Locator } from './source.js';
 
 /**
  * Validation of configuration values against the JSON Schemas (schema/*.schema.json, issue 4 item 2),
@@ -15,7 +13,10 @@ import { runtimeSchema } from './runtime-schema.js';
  * file it came from). The schemas are compiled once, on first use.
  */
 
-/** Annotation keywords of our schemas (see manifest-schema.ts); ajv keeps them as annotations. */
+/** A JSON Schema (draft 2020-12) as a plain object: the manifest's and runtime.yaml's. */
+export type JsonSchema = { [keyword: string]: unknown };
+
+/** Annotation keywords of our schemas (see src/apps/manifest-schema.ts); ajv keeps them as annotations. */
 export const ANNOTATIONS = ['x-expected', 'x-message', 'x-unknown-hints', 'x-required-hints', 'x-doc', 'x-type', 'x-env', 'x-flag', 'x-kind'];
 
 export interface SchemaProblem {
@@ -45,19 +46,6 @@ function validatorFor(schema: JsonSchema): ValidateFunction {
     compiled.set(schema, validate);
   }
   return validate;
-}
-
-let runtime: JsonSchema | undefined;
-
-/** The problems of a manifest value (the schema-level ones; manifests.ts adds the semantic ones). */
-export function manifestSchemaProblems(value: unknown, locator: Locator, options: ProblemOptions = {}): SchemaProblem[] {
-  return schemaProblems(MANIFEST_SCHEMA, value, locator, options);
-}
-
-/** The problems of a runtime.yaml value. */
-export function runtimeSchemaProblems(value: unknown, locator: Locator): SchemaProblem[] {
-  runtime ??= runtimeSchema();
-  return schemaProblems(runtime, value, locator, {});
 }
 
 /** Validates `value` against `schema`; every problem, in file order. */

@@ -1,9 +1,10 @@
-import type { JsonSchema } from './manifest-schema.js';
-import { LOG_LEVELS, SETTINGS, expectation, type SettingSpec } from './runtime-config.js';
+import { schemaProblems, type JsonSchema, type SchemaProblem } from './schema.js';
+import { LOG_LEVELS, SETTINGS, expectation, type SettingSpec } from './settings.js';
+import type { Locator } from './source.js';
 
 /**
- * The JSON Schema of runtime.yaml, generated from the SETTINGS table (runtime-config.ts), which also
- * drives the loader, the flags, --help and the README. `schema/runtime.schema.json` is this object
+ * The JSON Schema of runtime.yaml, generated from the SETTINGS table (settings.ts), which also drives
+ * the loader, the flags, --help and the README. `schema/runtime.schema.json` is this object
  * written out by `npm run docs`; a test fails when the file is stale or disagrees with SETTINGS.
  *
  * Every setting may be empty (`listen:` means "not set": the env variable, flag or default applies).
@@ -63,7 +64,7 @@ export function runtimeSchema(): JsonSchema {
   const root: JsonSchema = {
     $schema: 'https://json-schema.org/draft/2020-12/schema',
     $id: 'https://github.com/mdb-runtime/mdb-runtime/schema/runtime.schema.json',
-    $comment: 'Generated from SETTINGS (src/apps/runtime-config.ts) by `npm run docs`; do not edit.',
+    $comment: 'Generated from SETTINGS (src/config/settings.ts) by `npm run docs`; do not edit.',
     title: 'mdb-runtime runtime.yaml',
     description:
       'The settings of the proxy itself: config/runtime.yaml (or runtime.yml). Every setting can be overridden by an environment variable and a `serve` flag (flag > env > file > default). Unknown keys are errors.',
@@ -82,4 +83,12 @@ export function runtimeSchema(): JsonSchema {
     (node.properties as Record<string, JsonSchema>)[parts.at(-1)!] = settingSchema(spec);
   }
   return root;
+}
+
+let cachedSchema: JsonSchema | undefined;
+
+/** The problems of a runtime.yaml value. */
+export function runtimeSchemaProblems(value: unknown, locator: Locator): SchemaProblem[] {
+  cachedSchema ??= runtimeSchema();
+  return schemaProblems(cachedSchema, value, locator, {});
 }
