@@ -74,7 +74,7 @@ export interface RuntimeOptions {
   /** Background refresh period of max_documents_per_collection counts (default 2000 ms). */
   documentCountRefreshMS?: number;
   /**
-   * The index reconciler (issue 4 item 4), given the apps at start: default src/indexes'
+   * The index reconciler, given the apps at start: default src/indexes'
    * IndexReconciler on the control plane's client; false runs none (tests of other layers may).
    */
   indexReconciler?: ((apps: readonly AppManifest[]) => IndexReconcilerHook) | false;
@@ -137,7 +137,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   upstream.topology.on('changed', () => logger.info({ topology: upstream.topology.describe() }, 'upstream topology changed'));
   upstream.onCursorKillFailed = (err, detail) => logger.warn({ err: err.message, ...detail }, 'could not kill cursors upstream');
 
-  // ---- Metrics (issue 5): one registry per runtime; the start's manifest load counts as a reload.
+  // ---- Metrics: one registry per runtime; the start's manifest load counts as a reload.
   const metrics = new ProxyMetrics({
     enabled: config.metrics,
     processMetrics: options.processMetrics ?? true,
@@ -182,7 +182,7 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
     },
   });
 
-  // ---- Index reconciliation (issue 4 item 4): in the background, on start and on every manifest change;
+  // ---- Index reconciliation: in the background, on start and on every manifest change;
   // /apps shows its state per app.
   let reconciler: IndexReconcilerHook | undefined;
   try {

@@ -10,7 +10,7 @@ declare module 'vitest' {
   export interface ProvidedContext {
     /** The upstream every suite uses: MDB_TEST_UPSTREAM_URI, or the FerretDB started here. */
     upstreamUri: string;
-    /** True when the upstream is FerretDB (feature gaps apply, see DESIGN.md section 5). */
+    /** True when the upstream is FerretDB (feature gaps apply: docs/security.md, "Known limits"). */
     upstreamIsFerretDB: boolean;
     /** The FerretDB binary (built even with MDB_TEST_UPSTREAM_URI, for suites needing their own server). */
     ferretdbBinary: string;

@@ -6,7 +6,7 @@ import { ConfigError, closest, describeValue, type Locator } from '../config/sou
 import { ACTIONS, type Action, type RbacConfig, type RoleDefinition } from '../policy/rbac.js';
 
 /**
- * The `auth` section of a manifest: JWT verification keys and roles (issue 3, items 1 and 6).
+ * The `auth` section of a manifest: JWT verification keys and roles.
  *
  *   auth:
  *     jwt:                       # one key inline, or `keys: [...]` (rotation: every listed key verifies)

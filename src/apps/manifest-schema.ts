@@ -4,7 +4,7 @@ import { ACTIONS } from '../policy/rbac.js';
 import { MANIFEST_SCHEMA_VERSION } from './manifest-types.js';
 
 /**
- * The JSON Schema (draft 2020-12) of an app manifest, `config/apps/<slug>.yaml` (issue 4, item 1).
+ * The JSON Schema (draft 2020-12) of an app manifest, `config/apps/<slug>.yaml`.
  *
  * This object is the source: `schema/manifest.schema.json` and `docs/manifest-reference.md` are
  * generated from it (`npm run docs`; a test fails when they are stale), and manifestSchemaProblems below

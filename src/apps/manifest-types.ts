@@ -1,5 +1,5 @@
 /**
- * The normalized form of a manifest's data-plane and control-plane sections (issue 4). The loader
+ * The normalized form of a manifest's data-plane and control-plane sections. The loader
  * (manifests.ts, validated by schema/manifest.schema.json) produces these; the reconciler
  * (src/indexes), the session (limits) and the HTTP side read them.
  */

@@ -4,8 +4,8 @@ import { inFileOrder } from '../config/schema.js';
 import { MANIFEST_SCHEMA_VERSION } from './manifest-types.js';
 
 /**
- * Manifest format versions and the migration of older ones (issue 4, item 1: "a schema_version key,
- * with the loader migrating older versions").
+ * Manifest format versions and the migration of older ones: a schema_version key, with the loader
+ * migrating older versions (README, "App manifests").
  *
  * - A manifest without schema_version, or with schema_version 3, is the current format.
  * - schema_version "1.0" and "2.0" (strings, as written by mdb-engine, the Python library mdb-runtime

@@ -4,8 +4,8 @@ import { runtimeSchema } from '../config/runtime-schema.js';
 
 /**
  * The generated reference: schema/manifest.schema.json, schema/runtime.schema.json,
- * docs/manifest-reference.md and docs/runtime-reference.md, all from the schemas (issue 4, item 1:
- * "drives the docs"). `npm run docs` writes them (scripts/gen-reference.mjs); test/docs/reference.test.ts
+ * docs/manifest-reference.md and docs/runtime-reference.md, all from the schemas (the
+ * schema drives the docs). `npm run docs` writes them (scripts/gen-reference.mjs); test/docs/reference.test.ts
  * fails when a committed file differs from what this module generates.
  */
 

@@ -5,7 +5,7 @@ import { SLUG_PATTERN, loadManifests, type AppManifest } from './manifests.js';
 export const PREFIX_SEPARATOR = '_';
 
 /**
- * The registered apps by slug, with DESIGN.md rule 3 enforced when it is built: the slug → prefix
+ * The registered apps by slug, with the slug rules (README, "App manifests"; docs/security.md) enforced when it is built: the slug → prefix
  * mapping (`<slug>_`) is injective.
  *
  * - No slug may equal another slug + '_' + anything: with apps `a` and `a_b`, `a`'s collection `b_x`

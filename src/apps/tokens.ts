@@ -203,7 +203,7 @@ function verifyWith(token: string, key: VerificationKey, jwt: NonNullable<AppMan
  * HMAC secrets as WebCrypto keys, imported once per (secret, algorithm): given a KeyObject, jose
  * imports it into a CryptoKey on every verification, which was most of the cost of an HS256 check
  * (≈100-160 µs, against ≈45 µs with the CryptoKey, on the 2-core development machine; the connect rate
- * of issue 6 item 5). `alg` is the token header's, already checked against the key's algorithms.
+ * of bench/scale.mjs). `alg` is the token header's, already checked against the key's algorithms.
  */
 const HMAC_KEYS = new WeakMap<KeyObject, Map<string, Promise<webcrypto.CryptoKey>>>();
 const HMAC_HASH: Readonly<Record<string, string>> = { HS256: 'SHA-256', HS384: 'SHA-384', HS512: 'SHA-512' };

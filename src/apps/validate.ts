@@ -6,7 +6,7 @@ import { findRuntimeFile, loadRuntimeConfig, resolveConfigDir, runtimeFileProble
 
 /**
  * `mdb-runtime validate`: everything the proxy would refuse in a config directory, found at once
- * (issue 4, item 2): runtime.yaml (with the environment's overrides, as `serve` would see it) and every
+ *: runtime.yaml (with the environment's overrides, as `serve` would see it) and every
  * manifest (YAML, version and migration, schema, semantic rules), then the slug registry rules across
  * the manifests that passed. Problems stop the proxy; warnings do not.
  */

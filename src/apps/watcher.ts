@@ -7,7 +7,7 @@ import { MANIFEST_EXTENSIONS, parseManifest, type AppManifest } from './manifest
 import { AppRegistry } from './registry.js';
 
 /**
- * The live set of apps (issue 4, item 3): `config/apps` is read at start and again whenever it changes,
+ * The live set of apps: `config/apps` is read at start and again whenever it changes,
  * and the registry the data plane uses is swapped in one assignment.
  *
  * Reload semantics (README "Hot reload"):
@@ -18,7 +18,7 @@ import { AppRegistry } from './registry.js';
  * - Per file, last good: a file whose new version is invalid (YAML, schema, semantic error) keeps its
  *   last good version in force; the error is logged and shown in /apps and /readyz. Other files'
  *   changes still apply. A file that never loaded has no app until it is fixed.
- * - Slug rules (DESIGN.md rule 3) are checked on every reload. Apps already serving are admitted first,
+ * - Slug rules (README, "App manifests") are checked on every reload. Apps already serving are admitted first,
  *   so a new file whose slug conflicts with a running app is refused, never the running app.
  * - A deleted file removes its app; the session layer closes that app's connections.
  * - Touching a manifest (new mtime, same text) re-reads it, and so re-reads the key files and
@@ -32,7 +32,7 @@ export interface ManifestProblem {
   readonly message: string;
   readonly line: number | undefined;
   readonly column: number | undefined;
-  /** 'invalid': the file itself; 'conflict': its slug clashes with another app's (DESIGN.md rule 3). */
+  /** 'invalid': the file itself; 'conflict': its slug clashes with another app's (the slug rules). */
   readonly kind: 'invalid' | 'conflict';
   /** When this problem was first seen (ms since the epoch). */
   readonly since: number;

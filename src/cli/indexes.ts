@@ -24,7 +24,7 @@ import { CliError } from './token.js';
 import { devEnvironment } from './dev-state.js';
 
 /**
- * `mdb-runtime indexes [--app SLUG] [--apply]` (issue 4 item 6): the index plan of every app (or one) as
+ * `mdb-runtime indexes [--app SLUG] [--apply]`: the index plan of every app (or one) as
  * a table, and with --apply the plan carried out: missing indexes built, drifted ones replaced (--apply
  * implies reconcile: replace), unmanaged ones dropped where prune is on, one progress line per index
  * operation. It takes each app's reconciliation lease like a proxy does, so it never builds alongside

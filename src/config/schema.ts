@@ -2,7 +2,7 @@ import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.
 import { closest, describeValue, type KeyPath, type Locator } from './source.js';
 
 /**
- * Validation of configuration values against the JSON Schemas (schema/*.schema.json, issue 4 item 2),
+ * Validation of configuration values against the JSON Schemas (schema/*.schema.json),
  * with ajv's errors turned into messages a person can act on:
  *
  *   <file>:<line>:<col>: <key path>: expected <what the schema wants>, found <what the file has>

@@ -5,7 +5,7 @@ import type { UpstreamRefusal } from './types.js';
 import { unsupportedRefusal } from './unsupported.js';
 
 /**
- * Reading the upstream's indexes and carrying out a plan (issue 4 item 4): shared by the background
+ * Reading the upstream's indexes and carrying out a plan: shared by the background
  * reconciler and `mdb-runtime indexes --apply`. Every operation is one command for one index, so one
  * failing build (a unique index over duplicates) fails alone.
  */

@@ -2,7 +2,7 @@ import os from 'node:os';
 import crypto from 'node:crypto';
 
 /**
- * Index reconciliation (issue 4 items 4-6): the public API for the runtime, `/apps` and the CLI.
+ * Index reconciliation: the public API for the runtime, `/apps` and the CLI.
  *
  * The runtime creates one reconciler once the upstream is connected, feeds it the apps on start and on
  * every manifest reload, shows `stateOf(slug)` in `/apps`, and stops it before closing the upstream:

@@ -1,7 +1,7 @@
 import type { Collection, Db } from 'mongodb';
 
 /**
- * Reconciliation leases (issue 4 item 5): when several proxies share an upstream, only the holder of an
+ * Reconciliation leases: when several proxies share an upstream, only the holder of an
  * app's lease reconciles that app's indexes.
  *
  * One document per app in the control collection `_mdb_runtime_leases` of the shared database (apps'

@@ -6,7 +6,7 @@ import { makeScope, type AppScope } from '../policy/scope.js';
 import type { IndexStatus } from './types.js';
 
 /**
- * Index planning (issue 4 item 4), pure: from an app's managed indexes, its index policy and what the
+ * Index planning, pure: from an app's managed indexes, its index policy and what the
  * upstream's listIndexes returned for each managed physical collection, what to do with each index.
  *
  * - ok: an index of that name exists with the manifest's keys and options (compared normalized);

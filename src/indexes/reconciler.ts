@@ -60,7 +60,7 @@ interface AppEntry {
 }
 
 /**
- * Background index reconciliation (issue 4 items 4 and 5).
+ * Background index reconciliation.
  *
  * `update(apps)` (on start and on every manifest change) schedules a pass for every new or changed app
  * right away; every app is checked again every `defaults.intervalMS`. A pass for one app: take the app's

@@ -1,7 +1,7 @@
 import type { IndexKey } from '../apps/manifest-types.js';
 
 /**
- * The reconciler's view of one managed index (issue 4), as `/apps` and `mdb-runtime indexes` show it.
+ * The reconciler's view of one managed index, as `/apps` and `mdb-runtime indexes` show it.
  * - ok: present with the manifest's keys and options;
  * - create: missing, to be built (or being built);
  * - drift: an index of that name exists with other keys or options (replaced only under reconcile: replace);

@@ -36,7 +36,7 @@ export interface UpstreamProbeOptions {
 }
 
 /**
- * /readyz's upstream check (issue 5 item 3): a real ping through the control plane's client, bounded by
+ * /readyz's upstream check: a real ping through the control plane's client, bounded by
  * a timeout, its result kept for a second. Concurrent probes share the ping in flight. Changes of state
  * are logged (a lifecycle event).
  */

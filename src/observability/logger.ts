@@ -93,7 +93,7 @@ export interface LoggerOptions {
 /**
  * JSON lines to stdout are gathered into writes of about this many bytes (a dozen or more lines), and
  * written at the latest LOG_FLUSH_MS after they were logged: one write syscall per line was a large part
- * of the cost of a new connection (issue 6 item 5; each logs `connection authenticated` at info).
+ * of the cost of a new connection (bench/scale.mjs; each logs `connection authenticated` at info).
  */
 export const LOG_BUFFER_BYTES = 4096;
 export const LOG_FLUSH_MS = 100;

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { sendJson, type Router } from './router.js';
 
 /**
- * Prometheus metrics (issue 5 item 2), one Registry per runtime (tests run several proxies in one
+ * Prometheus metrics, one Registry per runtime (tests run several proxies in one
  * process, so nothing goes to prom-client's global registry).
  *
  * The request path never touches prom-client: a labelled prom-client child costs 0.5-1.5 µs per

@@ -5,7 +5,7 @@ import { MANIFEST_EXAMPLE } from '../../src/apps/reference.js';
 import { AppRegistry } from '../../src/apps/registry.js';
 import { removeConfigDirs } from '../helpers/apps.js';
 
-/** managed_indexes, index_policy, data_access, websockets, limits and observability (issue 4). */
+/** managed_indexes, index_policy, data_access, websockets, limits and observability. */
 
 afterAll(() => removeConfigDirs());
 

@@ -9,7 +9,7 @@ import { AppRegistry } from '../../src/apps/registry.js';
 import { configDirWith, removeConfigDirs } from '../helpers/apps.js';
 
 /**
- * mdb-engine manifests (schema_version "1.0" and "2.0") load through the migration (issue 4, item 1).
+ * mdb-engine manifests (schema_version "1.0" and "2.0") load through the migration.
  * The fixtures are manifest.json files as mdb-engine apps wrote them: web-app auth, cross-app scopes,
  * index definitions with types and options, AI services, CORS, websockets.
  */

@@ -5,7 +5,7 @@ import { AppRegistry, loadApps } from '../../src/apps/registry.js';
 import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
 import { configDirWith, removeConfigDirs } from '../helpers/apps.js';
 
-/** DESIGN.md rule 3: the slug → prefix mapping is injective, and slugs are not confusable. */
+/** The slug rules (README, "App manifests"): the slug → prefix mapping is injective, and slugs are not confusable. */
 
 afterAll(() => removeConfigDirs());
 

@@ -10,7 +10,7 @@ import { LOG_LEVELS, SETTINGS, loadRuntimeConfig, runtimeFileProblems } from '..
 import { ANNOTATIONS } from '../../src/config/schema.js';
 import { configDirWith, removeConfigDirs } from '../helpers/apps.js';
 
-/** The JSON Schemas (schema/*.schema.json) and the messages made of ajv's errors (issue 4, items 1-2). */
+/** The JSON Schemas (schema/*.schema.json) and the messages made of ajv's errors. */
 
 afterAll(() => removeConfigDirs());
 

@@ -4,7 +4,7 @@ import type { AppRegistry } from '../../src/apps/registry.js';
 import { registryOf, removeConfigDirs, seconds, sign } from '../helpers/apps.js';
 
 /**
- * The verified-token cache (issue 6 item 5): a token verified once answers from the cache, but only
+ * The verified-token cache: a token verified once answers from the cache, but only
  * under the very manifest it was verified with and only until it expires; bounded, least recently used
  * out first.
  */

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { ROOT, assertBuilt } from '../../src/testing/processes.js';
 
 /**
- * The scale benchmark (bench/scale.mjs, issue 6 item 5) in its smoke mode: a few hundred idle
+ * The scale benchmark (bench/scale.mjs) in its smoke mode: a few hundred idle
  * authenticated connections, a second of connection churn, a second of point reads against
  * `--workers 1` and `--workers 2`. Only checks that it runs end to end and writes sane, non-zero
  * figures; nothing here judges how fast or how small anything is.

@@ -53,7 +53,7 @@ describe('bench smoke', () => {
   }, 180_000);
 
   /**
-   * The end-to-end benchmark (issue 6): FerretDB and the fast responder, each behind nothing (direct),
+   * The end-to-end benchmark: FerretDB and the fast responder, each behind nothing (direct),
    * a plain relay and the proxy (PLAIN + JWT), every workload, in its smoke mode. Checks that every
    * combination it ran did work without errors and that the chart was written; no timing is judged.
    */

@@ -11,7 +11,7 @@ import { CliProcess } from './cli-process.js';
 import { assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
 /**
- * `mdb-runtime indexes [--app SLUG] [--apply]` (issue 4 item 6) on the real upstream: the plan table,
+ * `mdb-runtime indexes [--app SLUG] [--apply]` on the real upstream: the plan table,
  * --apply with a progress line per index operation, exit status. In process (`runIndexes` with apps
  * built in code) and as the built binary (manifests read from files).
  */

@@ -88,7 +88,7 @@ async function client(port: number, options: { serverSelectionTimeoutMS?: number
 /**
  * The upstream collection holding the documents a test wrote through the proxy, found by the run's
  * marker field: today the proxy does not rename (`<db>.<coll>`); once scoping lands it is
- * `<shared db>.playground_<coll>` (DESIGN.md section 1). Exactly one of them may hold the run's documents.
+ * `<shared db>.playground_<coll>` (README). Exactly one of them may hold the run's documents.
  */
 async function upstreamCollection<T extends Document>(db: string, coll: string, run: string): Promise<Collection<T>> {
   const candidates: [string, string][] = [

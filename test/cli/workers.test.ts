@@ -9,7 +9,7 @@ import { CliProcess, type LogLine } from './cli-process.js';
 import { assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
 /**
- * `mdb-runtime serve --workers N` (issue 6 item 5): the built CLI as a child process, against the test
+ * `mdb-runtime serve --workers N`: the built CLI as a child process, against the test
  * upstream (FerretDB). The primary forks N workers sharing the wire port and serves HTTP for all of them.
  */
 const upstreamUri = inject('upstreamUri');

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { generatedFiles } from '../../src/apps/reference.js';
 import { MANIFEST_SCHEMA } from '../../src/apps/manifest-schema.js';
 
-/** The schemas drive the reference pages (issue 4, item 1): the committed files are what `npm run docs` writes. */
+/** The schemas drive the reference pages: the committed files are what `npm run docs` writes. */
 
 const root = new URL('../../', import.meta.url);
 const read = (file: string) => fs.readFileSync(new URL(file, root), 'utf8');

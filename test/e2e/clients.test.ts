@@ -23,7 +23,7 @@ import {
 /**
  * Real clients (Node driver, PyMongo, mongosh) run the same workload through the proxy, as the
  * playground app, and directly against a fresh database of the upstream; their reports must be equal
- * to each other and to the workload's definition (issue 3, 7(c): the transparency test). A wire tap
+ * to each other and to the workload's definition (the transparency test). A wire tap
  * between each client and the proxy proves how the client spoke (kind-1 inserts, getMore), and the
  * upstream is read directly afterwards: the app's data is in its physical collections, tagged, and
  * nothing is stored under the names the app used.

@@ -8,7 +8,7 @@ import { afterEdit, httpJson, writeManifest } from '../helpers/reload.js';
 import type { AppsDocument } from '../../src/observability/apps-view.js';
 
 /**
- * Hot reload (issue 4 item 3) on a running proxy with real files and real Node driver clients
+ * Hot reload on a running proxy with real files and real Node driver clients
  * connected: every change is made to the proxy's config/apps directory as an operator would, and the
  * tests wait for the reload event (within the 2-second pledge) before looking at what clients see.
  */

@@ -17,7 +17,7 @@ import { mapSessionId } from '../../src/policy/sessions.js';
 import { makeScope } from '../../src/policy/scope.js';
 
 /**
- * The world of the isolation suites (issue 3, item 7b): two apps, `alpha` (the attacker, with a
+ * The world of the isolation suites: two apps, `alpha` (the attacker, with a
  * read-only role for RBAC attempts) and `beta` (the victim), authenticated by JWT, on one upstream
  * through the real proxy. A WireRelay between the proxy and the upstream records every command the
  * proxy sends, for features FerretDB lacks. Beta's data is seeded through the proxy as beta, then

@@ -7,7 +7,7 @@ import { afterEdit, httpJson, writeManifest } from '../helpers/reload.js';
 import type { AppsDocument } from '../../src/observability/apps-view.js';
 
 /**
- * The manifest's `limits` and `data_access` enforced per app (issue 4), with the Node driver (and
+ * The manifest's `limits` and `data_access` enforced per app, with the Node driver (and
  * PyMongo for the error shapes): each limit on its own app, so each test sees only its own rule.
  */
 

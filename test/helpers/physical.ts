@@ -3,8 +3,8 @@ import type { Collection, Document, MongoClient, Sort } from 'mongodb';
 import type { TestProxy } from './proxy.js';
 
 /**
- * The physical side of an app's sandbox, for tests that read or seed the upstream directly (DESIGN.md
- * sections 1 and 4, issue 3 items 2 and 3): app `<slug>`'s collection `<name>`, whatever `$db` the app
+ * The physical side of an app's sandbox, for tests that read or seed the upstream directly (README;
+ * docs/security.md): app `<slug>`'s collection `<name>`, whatever `$db` the app
  * named, is the collection `<slug>_<name>` of the one shared physical database (runtime.yaml
  * `upstream.database`), and every document in it carries `<tag_field>: <slug>`.
  *
@@ -12,7 +12,7 @@ import type { TestProxy } from './proxy.js';
  * change in the proxy's mapping makes these tests fail instead of silently following it.
  */
 
-/** The default shared physical database and tag field (DESIGN.md section 2). */
+/** The default shared physical database and tag field (README, "Configuration"). */
 export const DEFAULT_DATABASE = 'mdb_runtime';
 export const DEFAULT_TAG_FIELD = 'app_id';
 

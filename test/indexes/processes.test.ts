@@ -13,7 +13,7 @@ import { CLI, ROOT, assertBuilt } from '../../src/testing/processes.js';
 import { ConnectionHoldingRelay, idx, upstreamIndexes, waitFor } from './helpers.js';
 
 /**
- * Several processes, one upstream (issue 4 item 5): only one process reconciles a given app at a time,
+ * Several processes, one upstream: only one process reconciles a given app at a time,
  * and a holder that dies is taken over after lease_ttl_ms. Each process is a real OS process running
  * the built code: the reconciler fixture (test/indexes/fixtures/reconciler-process.mjs), and, once the
  * runtime starts the reconciler, `mdb-runtime serve` itself. Process A talks to the upstream through a

@@ -16,7 +16,7 @@ import { WireRelay } from '../../src/testing/relay.js';
 import { ConnectionHoldingRelay, appWith, captureLogger, idx, upstreamIndexes, waitFor, type CapturedLogger } from './helpers.js';
 
 /**
- * The background reconciler on the real upstream (issue 4 items 4 and 5): indexes built on the physical
+ * The background reconciler on the real upstream: indexes built on the physical
  * collections, drift reported or replaced, prune, per-index failures, leases between reconcilers.
  * Every outcome is checked with listIndexes directly on the upstream.
  */

@@ -10,7 +10,7 @@ import { seconds, sign } from '../helpers/apps.js';
 import { scrape, total } from './prom-text.js';
 
 /**
- * Issue 5 items 1 and 5: the logs of a workload at debug level. Every line of a client connection
+ * The logs of a workload at debug level. Every line of a client connection
  * carries its connection id, request id and (once known) app_id; one debug line per command; a warn
  * line for slow operations with the documents returned; authentication failures with the reason;
  * lifecycle events. And no token, password or document content appears in any line.

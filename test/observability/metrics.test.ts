@@ -8,7 +8,7 @@ import { httpGet, parsePrometheus, scrape, select, total, type Sample } from './
 import type { AppsDocument } from '../../src/observability/apps-view.js';
 
 /**
- * Issue 5 item 5: after a scripted workload through the proxy (two apps, known numbers of each command,
+ * After a scripted workload through the proxy (two apps, known numbers of each command,
  * failures of every kind), the scraped metrics equal those numbers exactly. The workload speaks raw
  * OP_MSG so that nothing else (driver monitoring, handshakes, endSessions) adds to the counts, and so
  * that the bytes each side sent are known to the byte.

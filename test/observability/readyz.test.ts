@@ -4,7 +4,7 @@ import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { httpGet, scrape, total } from './prom-text.js';
 
 /**
- * Issue 5 items 3 and 5: /readyz pings the upstream (bounded by a timeout, the result reused for a
+ * /readyz pings the upstream (bounded by a timeout, the result reused for a
  * second). With the proxy's own FerretDB stopped it answers 503 with a JSON reason, quickly; once the
  * server is back it answers 200 again.
  */

@@ -17,7 +17,7 @@ import { parsePrometheus, total } from './prom-text.js';
 const COMMAND_NAMES = [...COMMANDS.values()].map((s) => s.name);
 const LABELS = { commands: COMMAND_NAMES, poolWaitBounds: POOL_WAIT_BOUNDS };
 
-/** The parts of issue 5's observability that need no proxy: formats, redaction, cells, probes, reply facts. */
+/** The parts of observability that need no proxy: formats, redaction, cells, probes, reply facts. */
 
 function capture(): { stream: Writable; lines: string[] } {
   const lines: string[] = [];
