@@ -1,4 +1,4 @@
-import { commandError, locationError } from './errors.js';
+import { commandError, locationError, unknownFieldError } from './errors.js';
 import { physicalCollection, sameDatabase, typeName } from './namespace.js';
 import { hideTagInExpression } from './expression.js';
 import { scopeFilter, tagCondition } from './filter.js';
@@ -30,13 +30,13 @@ const STAGES: ReadonlyMap<string, StageRewriter> = new Map<string, StageRewriter
   ['$facet', rewriteFacet],
   ['$out', rewriteOut],
   ['$merge', rewriteMerge],
-  ['$geoNear', (_ctx, arg) => [{ $geoNear: arg }]],
-  ['$search', (_ctx, arg) => [{ $search: arg }]],
-  ['$vectorSearch', (_ctx, arg) => [{ $vectorSearch: arg }]],
+  ['$geoNear', checkGeoNear],
+  ['$search', (_ctx, arg, where) => [{ $search: firstStageArg('$search', arg, where) }]],
+  ['$vectorSearch', checkVectorSearch],
   ['$changeStream', rewriteChangeStream],
 ]);
 
-/** Stages that are refused outright: they see other apps, the server, or its sessions (DESIGN.md rule 6). */
+/** Stages that are refused outright: they see other apps, the server, or its sessions (docs/security.md, "Refused stages"). */
 const REFUSED_STAGES = new Set([
   '$currentOp', '$listSessions', '$listLocalSessions', '$planCacheStats', '$collStats', '$listSearchIndexes',
   '$shardedDataDistribution', '$listCatalog', '$listClusterCatalog', '$querySettings', '$queryStats',
@@ -49,9 +49,17 @@ const REFUSED_STAGES = new Set([
 /** Stages the server requires first in a pipeline: the tag filter goes inside them, not before. */
 const MUST_BE_FIRST = new Set(['$geoNear', '$search', '$vectorSearch', '$documents', '$changeStream']);
 
+/**
+ * First stages that read the collection themselves: only where the pipeline reads one, which is where
+ * addTagFilter scopes them. Elsewhere ($facet, a sub-pipeline on $documents) nothing would.
+ */
+const READS_COLLECTION_ITSELF = new Set(['$geoNear', '$search', '$vectorSearch', '$changeStream']);
+
 export interface ScopePipelineOptions {
   /** True when the pipeline reads a collection (aggregate on a collection, a $lookup sub-pipeline...). */
   readsCollection: boolean;
+  /** True for the pipeline of an aggregate command on a collection: the only place a change stream may open. */
+  changeStream?: boolean;
   /**
    * A view's stored pipeline keeps the tag in its output (queries on the view are scoped by it, and
    * the reply strips it); every other pipeline drops the tag right where documents enter, so no stage
@@ -62,7 +70,8 @@ export interface ScopePipelineOptions {
 
 /**
  * Rewrites an aggregation pipeline: every stage checked against the allow-list, every collection it
- * names mapped, and the tag filter put where documents enter from a collection (DESIGN.md rule 4).
+ * names mapped, and the tag filter put where documents enter from a collection (docs/security.md,
+ * "Logical scoping, reads").
  */
 export function scopePipeline(ctx: PipelineContext, pipeline: unknown, where: string, options: ScopePipelineOptions): Doc[] {
   if (!Array.isArray(pipeline)) {
@@ -83,6 +92,12 @@ export function scopePipeline(ctx: PipelineContext, pipeline: unknown, where: st
     if (i > 0 && MUST_BE_FIRST.has(name)) {
       throw locationError(40602, `${at}: ${name} is only valid as the first stage in a pipeline`);
     }
+    if (READS_COLLECTION_ITSELF.has(name) && !options.readsCollection) {
+      throw locationError(40600, `${at}: ${name} is not allowed to be used here: it reads a collection and this pipeline reads none`);
+    }
+    if (name === '$changeStream' && options.changeStream !== true) {
+      throw locationError(40600, `${at}: $changeStream is only valid as the first stage of an aggregate on a collection`);
+    }
     out.push(...rewrite(ctx, stage[name], at));
   });
   if (!options.readsCollection) return out;
@@ -102,13 +117,11 @@ function addTagFilter(scope: AppScope, stages: Doc[], hide: boolean): Doc[] {
     case '$documents':
       return stages; // documents come from the pipeline itself, not a collection
     case '$geoNear': {
-      const arg = first![firstName];
-      if (!isDoc(arg)) return stages; // the server reports the malformed stage
+      const arg = firstStageArg(firstName, first![firstName], '$geoNear');
       return entering({ $geoNear: { ...arg, query: scopeFilter(scope, arg.query, '$geoNear.query') } });
     }
     case '$vectorSearch': {
-      const arg = first![firstName];
-      if (!isDoc(arg)) return stages;
+      const arg = firstStageArg(firstName, first![firstName], '$vectorSearch');
       return entering({ $vectorSearch: { ...arg, filter: scopeFilter(scope, arg.filter, '$vectorSearch.filter') } }, match);
     }
     case '$search':
@@ -239,10 +252,57 @@ function rewriteMerge(ctx: PipelineContext, arg: unknown, where: string): Doc[] 
   return [stampStage(ctx.scope), { $merge: out }];
 }
 
+/**
+ * The argument of a stage the tag filter goes into (or right after): a document, or refused as the
+ * server refuses a stage's non-object argument. addTagFilter rewrites only what this accepted.
+ */
+function firstStageArg(name: string, arg: unknown, where: string): Doc {
+  if (!isDoc(arg)) throw locationError(10065, `${where}: invalid parameter: expected an object (${name})`);
+  return arg;
+}
+
+/** Whether every key of `spec` is one of `known`, or the first that is not. */
+function unknownKey(spec: Doc, known: ReadonlySet<string>): string | undefined {
+  return Object.keys(spec).find((key) => !known.has(key));
+}
+
+/** The arguments $geoNear takes (MongoDB 8.0); any other is refused as the server refuses it. */
+const GEO_NEAR_FIELDS = new Set(['near', 'distanceField', 'maxDistance', 'minDistance', 'distanceMultiplier', 'query', 'spherical', 'includeLocs', 'uniqueDocs', 'key']);
+
+function checkGeoNear(_ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec = firstStageArg('$geoNear', arg, where);
+  const unknown = unknownKey(spec, GEO_NEAR_FIELDS);
+  if (unknown !== undefined) throw commandError('BadValue', `${where}: Unknown argument to $geoNear: ${unknown}`);
+  if (spec.query !== undefined && !isDoc(spec.query)) throw commandError('TypeMismatch', `${where}: query must be an object`);
+  return [{ $geoNear: spec }];
+}
+
+/** The fields of $vectorSearch (Atlas Vector Search). */
+const VECTOR_SEARCH_FIELDS = new Set(['index', 'path', 'queryVector', 'numCandidates', 'limit', 'filter', 'exact']);
+
+function checkVectorSearch(_ctx: PipelineContext, arg: unknown, where: string): Doc[] {
+  const spec = firstStageArg('$vectorSearch', arg, where);
+  const unknown = unknownKey(spec, VECTOR_SEARCH_FIELDS);
+  if (unknown !== undefined) throw unknownFieldError('$vectorSearch', unknown);
+  if (spec.filter !== undefined && !isDoc(spec.filter)) throw commandError('TypeMismatch', `${where}: $vectorSearch.filter must be an object`);
+  return [{ $vectorSearch: spec }];
+}
+
+/**
+ * The options of a collection change stream. `allChangesForCluster` may only say false; the server's
+ * internal options (`allowToRunOnConfigDB`, `showSystemEvents`...) are refused as unknown.
+ */
+const CHANGE_STREAM_FIELDS = new Set([
+  'resumeAfter', 'startAfter', 'startAtOperationTime', 'fullDocument', 'fullDocumentBeforeChange', 'showExpandedEvents',
+  'allChangesForCluster',
+]);
+
 function rewriteChangeStream(_ctx: PipelineContext, arg: unknown, where: string): Doc[] {
-  const spec = arg === undefined ? {} : stageArg(arg, where);
-  if (spec.allChangesForCluster === true) {
+  const spec = arg === undefined ? {} : firstStageArg('$changeStream', arg, where);
+  if (spec.allChangesForCluster !== undefined && spec.allChangesForCluster !== false) {
     throw commandError('Unauthorized', `${where}: cluster-wide change streams are not allowed by mdb-runtime`);
   }
+  const unknown = unknownKey(spec, CHANGE_STREAM_FIELDS);
+  if (unknown !== undefined) throw unknownFieldError('$changeStream', unknown);
   return [{ $changeStream: spec }];
 }

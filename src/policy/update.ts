@@ -1,18 +1,23 @@
 import { commandError } from './errors.js';
 import { hideTagInExpression } from './expression.js';
-import { typeName } from './namespace.js';
-import { isDoc, type AppScope, type Doc } from './scope.js';
+import { bsonTypeName, isDoc, type AppScope, type Doc } from './scope.js';
 
 /** Stages the server accepts in an update pipeline. */
 const UPDATE_PIPELINE_STAGES = new Set(['$addFields', '$set', '$project', '$unset', '$replaceRoot', '$replaceWith']);
 
-/** Update operators whose keys are paths (all of them but $rename also has paths as values). */
+/**
+ * Every update operator the server knows. Each takes a document of paths; `$rename`'s values are
+ * paths too.
+ */
 const UPDATE_OPERATORS = new Set([
   '$set', '$setOnInsert', '$unset', '$inc', '$mul', '$min', '$max', '$rename', '$currentDate',
   '$push', '$addToSet', '$pop', '$pull', '$pullAll', '$bit',
 ]);
 
-/** The field path an operator key touches at the top level: "app_id.x" and "app_id.$" touch app_id. */
+/**
+ * Whether an update path touches the top-level tag: its first segment is the tag field, which covers
+ * "app_id", "app_id.x", and the positional forms "app_id.$", "app_id.$[]", "app_id.$[id]".
+ */
 function touchesTag(scope: AppScope, path: string): boolean {
   return path === scope.tagField || path.startsWith(scope.tagField + '.');
 }
@@ -30,11 +35,13 @@ function immutable(scope: AppScope): never {
  * - replacement documents get the tag (or must already carry the app's value);
  * - pipeline updates end with a stage that sets the tag, whatever the stages before did; their
  *   expressions see the document as the app does (expression.ts).
+ * An operand it cannot read as the server would (not a document, a `$rename` target that is not a
+ * string) is refused here with the server's error, never passed on unchecked.
  */
 export function guardUpdate(scope: AppScope, u: unknown, field: string): Doc | Doc[] {
   if (Array.isArray(u)) return guardPipelineUpdate(scope, u, field);
   if (!isDoc(u)) {
-    throw commandError('FailedToParse', `${field}: update must be an object or a pipeline, found ${typeName(u)}`);
+    throw commandError('FailedToParse', `${field}: update must be an object or a pipeline, found ${bsonTypeName(u)}`);
   }
   const keys = Object.keys(u);
   if (keys.length > 0 && keys[0]!.startsWith('$')) return guardOperatorUpdate(scope, u, field);
@@ -47,10 +54,17 @@ function guardOperatorUpdate(scope: AppScope, u: Doc, field: string): Doc {
       throw commandError('FailedToParse', `${field}: unknown modifier: ${op}. Expected a valid update modifier or pipeline-style update specified as an array`);
     }
     if (!UPDATE_OPERATORS.has(op)) throw commandError('FailedToParse', `${field}: Unknown modifier: ${op}`);
-    if (!isDoc(args)) continue; // the server reports the malformed operand
+    if (!isDoc(args)) {
+      throw commandError(
+        'FailedToParse',
+        `Modifiers operate on fields but we found type ${bsonTypeName(args)} instead. For example: {$mod: {<field>: ...}} not {${op}: ...}`,
+      );
+    }
     for (const [path, value] of Object.entries(args)) {
-      const renamesOntoTag = op === '$rename' && typeof value === 'string' && touchesTag(scope, value);
-      if (renamesOntoTag) immutable(scope);
+      if (op === '$rename') {
+        if (typeof value !== 'string') throw commandError('BadValue', `The 'to' field for $rename must be a string: ${path}: ${bsonTypeName(value)}`);
+        if (touchesTag(scope, value)) immutable(scope);
+      }
       if (!touchesTag(scope, path)) continue;
       // Setting the tag to the app's own value changes nothing and is what an honest replacement-by-$set does.
       const setsOwnValue = (op === '$set' || op === '$setOnInsert') && path === scope.tagField && value === scope.slug;

@@ -24,7 +24,7 @@ export const aggregate: CommandHandler = {
       const { logical, physical } = targetOf(input);
       access.push({ action: 'read', collection: logical });
       collections.push(logical);
-      body = { ...withCollection(input, physical), pipeline: scopePipeline(ctx, cmd.pipeline, 'aggregate.pipeline', { readsCollection: true }) };
+      body = { ...withCollection(input, physical), pipeline: scopePipeline(ctx, cmd.pipeline, 'aggregate.pipeline', { readsCollection: true, changeStream: true }) };
     } else {
       const head = Array.isArray(cmd.pipeline) ? cmd.pipeline[0] : undefined;
       if (Number(cmd.aggregate) !== 1 || !isDoc(head) || !('$documents' in head)) {

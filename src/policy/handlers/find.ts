@@ -1,4 +1,4 @@
-import { Double, Int32, Long } from 'bson';
+import { Binary, Decimal128, Double, Int32, Long, ObjectId, Timestamp, UUID } from 'bson';
 import { fieldSet, type CommandHandler, type CommandInput, type RewrittenCommand } from '../handler.js';
 import { hideTagInProjection } from '../expression.js';
 import { isDoc, type Doc } from '../scope.js';
@@ -11,8 +11,8 @@ import { onCollection, targetOf, withCollection } from './common.js';
  * driver's findOne by _id) is sent with that filter as it is, so that the upstream can use its primary key
  * (MongoDB's IDHACK; FerretDB on SQLite uses its primary key only for exactly that filter), and the tag is
  * enforced on the reply instead: the cursor's view carries `checkTag`, and every batch of it (the first and
- * every getMore) keeps only the documents whose tag is exactly the app's slug (DESIGN.md rule 4; the
- * argument is in docs/security.md). Only when the returned documents are sure to carry the tag, and the
+ * every getMore) keeps only the documents whose tag is exactly the app's slug (the argument is in
+ * docs/security.md, "Why point reads may check the tag on the reply"). Only when the returned documents are sure to carry the tag, and the
  * result cannot differ from the scoped command's in a collection holding only the app's documents;
  * otherwise, and when explained, the filter is scoped as for every other read.
  */
@@ -37,8 +37,11 @@ export const find: CommandHandler = {
  */
 const RULED_OUT = ['returnKey', 'collation', 'hint', 'min', 'max', 'tailable', 'awaitData'] as const;
 
-/** The bson classes (promoteValues: false) of plain `_id` values an exact lookup may use. */
-const PLAIN_ID_TYPES: ReadonlySet<string> = new Set(['ObjectId', 'Int32', 'Double', 'Long', 'Decimal128', 'Binary', 'Timestamp']);
+/**
+ * The bson classes (promoteValues: false) of plain `_id` values an exact lookup may use, by prototype:
+ * a document with a field named `_bsontype` is not one of them (scope.ts, isDoc).
+ */
+const PLAIN_ID_TYPES: ReadonlySet<unknown> = new Set<unknown>([ObjectId, Int32, Double, Long, Decimal128, Binary, UUID, Timestamp].map((c) => c.prototype));
 
 /**
  * Whether `filter` is exactly `{_id: v}` with `v` a plain value: a string, boolean, number, date, ObjectId,
@@ -59,7 +62,7 @@ export function isExactIdFilter(filter: unknown): boolean {
     case 'object':
       if (v === null) return false;
       if (v instanceof Date) return true;
-      return '_bsontype' in v && PLAIN_ID_TYPES.has(String((v as { _bsontype: unknown })._bsontype));
+      return PLAIN_ID_TYPES.has(Object.getPrototypeOf(v));
     default:
       return false;
   }

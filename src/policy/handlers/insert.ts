@@ -3,12 +3,14 @@ import { FieldConflictError } from '../../wire/errors.js';
 import { commandError } from '../errors.js';
 import { fieldSet, type CommandHandler } from '../handler.js';
 import { isDoc } from '../scope.js';
+import { refuseServerJavaScriptBytes } from '../server-js.js';
 import { stampReplacement } from '../update.js';
 import { arrayField, targetOf, withCollection } from './common.js';
 
 /**
  * insert: every document gets the app's tag, or is refused (BadValue) if it carries another value.
- * Documents in a kind-1 sequence (what drivers send) are stamped at the byte level, never decoded.
+ * Documents in a kind-1 sequence (what drivers send) are stamped and checked for server-side JavaScript
+ * at the byte level, never decoded.
  */
 export const insert: CommandHandler = {
   fields: fieldSet('documents', 'ordered'),
@@ -25,6 +27,8 @@ export const insert: CommandHandler = {
       });
     }
     const sequences = input.sequences.map((seq) => {
+      // Never decoded, so never seen by the walk over the command: checked as bytes.
+      for (const doc of seq.documents) refuseServerJavaScriptBytes(doc, `insert.${seq.identifier}`);
       try {
         return { identifier: seq.identifier, documents: stampAll(seq.documents, scope.tagField, scope.slug) };
       } catch (err) {
