@@ -41,22 +41,7 @@ const SHARED = ['^src/version\\.ts$'];
  * Where today's code breaks a rule in files this check cannot change yet. Each entry is to be removed
  * when its code is fixed (the test fails once an entry no longer occurs, so the list cannot go stale).
  */
-const KNOWN_EXCEPTIONS = [
-  {
-    // To be removed: explain.ts looks the explained command up in HANDLERS (index.ts), and index.ts
-    // lists explain among them. Passing the table to explain (or a registry module both import) ends
-    // it. One entry covers the cycle: dependency-cruiser reports a cycle once.
-    type: 'cycle',
-    from: 'src/policy/handlers/explain.ts',
-    to: 'src/policy/handlers/index.ts',
-    rule: { severity: 'error', name: 'no-circular' },
-    cycle: [
-      { name: 'src/policy/handlers/index.ts', dependencyTypes: ['local', 'import'] },
-      { name: 'src/policy/handlers/explain.ts', dependencyTypes: ['local', 'import'] },
-    ],
-    comment: 'to be removed: policy/handlers/explain.ts <-> policy/handlers/index.ts',
-  },
-];
+const KNOWN_EXCEPTIONS = [];
 
 module.exports = {
   forbidden: [

@@ -2,7 +2,7 @@ import { EJSON, type Document } from 'bson';
 import type { IndexKey, IndexPolicy, ManagedIndex } from '../apps/manifest-types.js';
 import { scopeFilter } from '../policy/filter.js';
 import { physicalCollection } from '../policy/namespace.js';
-import { makeScope, type AppScope } from '../policy/scope.js';
+import { isDoc, makeScope, type AppScope } from '../policy/scope.js';
 import type { IndexStatus } from './types.js';
 
 /**
@@ -259,11 +259,11 @@ function normalizeDesired(scope: AppScope, index: ManagedIndex): Normalized {
     const given = options.get('weights');
     const weights: Document = {};
     for (const f of textFields) weights[f] = 1;
-    if (isPlainDoc(given)) Object.assign(weights, given);
+    if (isDoc(given)) Object.assign(weights, given);
     options.set('weights', weights);
   }
   const collation = options.get('collation');
-  if (isPlainDoc(collation) && collation.locale === 'simple' && Object.keys(collation).length === 1) options.delete('collation');
+  if (isDoc(collation) && collation.locale === 'simple' && Object.keys(collation).length === 1) options.delete('collation');
   normalizeProjection(options);
   // Deserialized key documents put integer-like fields first: compare in that order.
   return { key: Object.entries(Object.fromEntries(folded)), options };
@@ -273,20 +273,20 @@ function normalizeActual(doc: Document): Normalized {
   const options = new Map<string, unknown>();
   for (const [option, value] of Object.entries(doc)) if (!IGNORED.has(option)) options.set(option, value);
   normalizeProjection(options);
-  return { key: Object.entries(isPlainDoc(doc.key) ? doc.key : {}), options };
+  return { key: Object.entries(isDoc(doc.key) ? doc.key : {}), options };
 }
 
 /** A wildcard projection's `true`/`false` and `1`/`0` mean the same (servers may list either). */
 function normalizeProjection(options: Map<string, unknown>): void {
   const projection = options.get('wildcardProjection');
-  if (!isPlainDoc(projection)) return;
+  if (!isDoc(projection)) return;
   const out: Document = {};
   for (const [field, v] of Object.entries(projection)) out[field] = typeof v === 'boolean' ? Number(v) : v;
   options.set('wildcardProjection', out);
 }
 
 function keysOf(doc: Document): IndexKey[] {
-  return Object.entries(isPlainDoc(doc.key) ? doc.key : {}).map(([f, k]) => [f, (typeof k === 'string' ? k : Number(k) < 0 ? -1 : 1) as IndexKey[1]]);
+  return Object.entries(isDoc(doc.key) ? doc.key : {}).map(([f, k]) => [f, (typeof k === 'string' ? k : Number(k) < 0 ? -1 : 1) as IndexKey[1]]);
 }
 
 /** What differs between the manifest's index and the upstream's, one phrase each ("unique: manifest true, upstream absent"). */
@@ -308,7 +308,7 @@ function differences(desired: Normalized, actual: Normalized): string[] {
     } else if (a === undefined) {
       if (hasDefault && fallback !== ANY && canonical(d) === canonical(fallback)) continue;
       diffs.push(`${name}: manifest ${show(d)}, upstream absent`);
-    } else if (name === 'collation' && isPlainDoc(d) && isPlainDoc(a)) {
+    } else if (name === 'collation' && isDoc(d) && isDoc(a)) {
       // The server lists the whole collation (its defaults depend on the locale, plus an ICU version):
       // the fields the manifest sets must match.
       const differing = Object.keys(d).filter((k) => canonical(d[k]) !== canonical(a[k]));
@@ -368,8 +368,4 @@ export function canonical(v: unknown): string {
     return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(',')}}`;
   }
   return String(v);
-}
-
-function isPlainDoc(v: unknown): v is Document {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !('_bsontype' in v) && !(v instanceof Date) && !(v instanceof Map);
 }

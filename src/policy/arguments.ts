@@ -2,7 +2,7 @@ import { commandError, unknownFieldError } from './errors.js';
 
 /**
  * Generic command arguments (mongodb/specifications: generic-command-arguments) the proxy passes on.
- * Anything else that is not one of a command's own fields is refused (DESIGN.md rule 2).
+ * Anything else that is not one of a command's own fields is refused (docs/security.md).
  */
 export const GENERIC_ARGUMENTS: ReadonlySet<string> = new Set([
   '$db', 'lsid', 'txnNumber', 'autocommit', 'startTransaction', '$readPreference', 'readConcern',

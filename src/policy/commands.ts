@@ -1,17 +1,38 @@
 import type { Document } from 'bson';
 import { commandError } from './errors.js';
+import type { CommandHandler } from './handler.js';
+import { aggregate } from './handlers/aggregate.js';
+import { create, drop, listCollections, renameCollection } from './handlers/collections.js';
+import { count, distinct } from './handlers/count.js';
+import { getMore, killCursorsHandler } from './handlers/cursors.js';
+import { deleteCommand } from './handlers/delete.js';
+import { explainHandler } from './handlers/explain.js';
+import { find } from './handlers/find.js';
+import { findAndModify } from './handlers/find-and-modify.js';
+import { createIndexes, dropIndexes, listIndexes } from './handlers/indexes.js';
+import { insert } from './handlers/insert.js';
+import { buildInfo, sessionList, transactionControl } from './handlers/sessions.js';
+import { update } from './handlers/update.js';
+import {
+  connectionStatusReply,
+  helloReply,
+  hostInfoReply,
+  pingReply,
+  whatsmyuriReply,
+  type LocalAnswer,
+} from './local/answers.js';
 
 /**
- * The command table: every command the proxy accepts, by exact (case-sensitive) name, aliases
- * included. Anything not named here is CommandNotFound (59). DESIGN.md rule 2.
- *
- * Each spec says where the command is answered and what the data plane must track about its reply.
- * Scoping (namespaces, filters, pipelines, documents) attaches to these same entries.
+ * The command registry: every command the proxy accepts, by exact (case-sensitive) name, aliases
+ * included; anything not named here is CommandNotFound (59). One entry per command holds all the proxy
+ * knows of it: its spec (help, flags, routing), and how it is answered — the policy handler of a
+ * forwarded command (src/policy/handlers), the answer of a command the proxy answers itself
+ * (src/policy/local), or its refusal. docs/architecture.md ("The request path") and docs/security.md.
  */
 
 /**
- * Commands the proxy answers itself, by handler name (src/session/local-commands.ts; 'sasl' is
- * answered by the connection's authenticator, src/session/authentication.ts).
+ * Commands the proxy answers itself, each tagged with its own canonical name ('sasl' is answered by
+ * the connection's authenticator, src/session/authentication.ts; the others by the entry's `answer`).
  */
 export type LocalHandler = 'hello' | 'ping' | 'connectionStatus' | 'hostInfo' | 'whatsmyuri' | 'sasl';
 
@@ -35,7 +56,7 @@ export interface CommandSpec {
   readonly cursor?: CursorEffect;
   /**
    * Accepted before the connection has authenticated (and after its token expired): exactly hello,
-   * ping, buildInfo, saslStart, saslContinue and endSessions (issue 3).
+   * ping, buildInfo, saslStart, saslContinue and endSessions (docs/security.md).
    */
   readonly preAuth?: boolean;
   /** Must be sent to the admin database, as on a real server. */
@@ -49,6 +70,10 @@ export interface CommandSpec {
    * let this user run (13) or for server-side JavaScript (224); `help` says why.
    */
   readonly refused?: 'Unauthorized' | 'QueryFeatureNotAllowed';
+  /** A forwarded command's policy: its fields, kind-1 sequences and rewrite (which yields the reply plan). */
+  readonly handler?: CommandHandler;
+  /** The reply of a command the proxy answers itself (`local` names it, 'sasl' excepted). */
+  readonly answer?: LocalAnswer;
 }
 
 /** Server-wide, cross-app and administrative commands: named so their refusal is Unauthorized, not 59. */
@@ -116,77 +141,95 @@ function checkRenameWithinDatabase(cmd: Document): void {
   }
 }
 
-const TABLE: readonly CommandSpec[] = [
-  // Handshake and connection state: answered by the proxy, never forwarded (DESIGN.md rule 1).
-  { name: 'hello', help: 'Handshake: describes the proxy as a mongos.', local: 'hello', preAuth: true, aliases: ['isMaster', 'ismaster'] },
-  { name: 'ping', help: 'Liveness check, answered by the proxy.', local: 'ping', preAuth: true },
-  { name: 'connectionStatus', help: 'The authenticated identity of this connection.', local: 'connectionStatus' },
-  { name: 'hostInfo', help: 'Host facts about the proxy process (not the upstream).', local: 'hostInfo' },
-  { name: 'whatsmyuri', help: 'The client address as the proxy sees it.', local: 'whatsmyuri' },
-  { name: 'buildInfo', help: 'Upstream server version and build facts.', aliases: ['buildinfo'], preAuth: true },
-  { name: 'endSessions', help: 'Ends logical sessions.', preAuth: true },
+const REGISTRY: readonly CommandSpec[] = [
+  // Handshake and connection state: answered by the proxy, never forwarded (README "How an app connects").
+  { name: 'hello', help: 'Handshake: describes the proxy as a mongos.', local: 'hello', answer: helloReply, preAuth: true, aliases: ['isMaster', 'ismaster'] },
+  { name: 'ping', help: 'Liveness check, answered by the proxy.', local: 'ping', answer: pingReply, preAuth: true },
+  { name: 'connectionStatus', help: 'The authenticated identity of this connection.', local: 'connectionStatus', answer: connectionStatusReply },
+  { name: 'hostInfo', help: 'Host facts about the proxy process (not the upstream).', local: 'hostInfo', answer: hostInfoReply },
+  { name: 'whatsmyuri', help: 'The client address as the proxy sees it.', local: 'whatsmyuri', answer: whatsmyuriReply },
+  { name: 'buildInfo', help: 'Upstream server version and build facts.', aliases: ['buildinfo'], preAuth: true, handler: buildInfo },
+  { name: 'endSessions', help: 'Ends logical sessions.', preAuth: true, handler: sessionList },
   // Authentication ends at the proxy too: PLAIN and MONGODB-OIDC with an app token, never forwarded.
   { name: 'saslStart', help: 'Authenticates with an app token (PLAIN or MONGODB-OIDC), answered by the proxy.', local: 'sasl', preAuth: true },
   { name: 'saslContinue', help: 'Continues a SASL conversation (none is ever pending: every mechanism is one step).', local: 'sasl', preAuth: true },
 
   // CRUD.
-  { name: 'insert', help: 'Inserts documents.' },
-  { name: 'find', help: 'Queries documents; opens a cursor.', cursor: 'opens' },
-  { name: 'getMore', help: 'Continues a cursor on the server that opened it.', target: 'cursor', cursor: 'continues' },
-  { name: 'killCursors', help: 'Closes cursors on the servers that opened them.', target: 'cursor', cursor: 'kills' },
-  { name: 'update', help: 'Updates documents.' },
-  { name: 'delete', help: 'Deletes documents.' },
-  { name: 'findAndModify', help: 'Updates or deletes one document and returns it.', aliases: ['findandmodify'] },
-  { name: 'count', help: 'Counts documents matching a query.' },
-  { name: 'distinct', help: 'Distinct values of a field.' },
-  { name: 'aggregate', help: 'Runs an aggregation pipeline; opens a cursor.', cursor: 'opens' },
+  { name: 'insert', help: 'Inserts documents.', handler: insert },
+  { name: 'find', help: 'Queries documents; opens a cursor.', cursor: 'opens', handler: find },
+  { name: 'getMore', help: 'Continues a cursor on the server that opened it.', target: 'cursor', cursor: 'continues', handler: getMore },
+  { name: 'killCursors', help: 'Closes cursors on the servers that opened them.', target: 'cursor', cursor: 'kills', handler: killCursorsHandler },
+  { name: 'update', help: 'Updates documents.', handler: update },
+  { name: 'delete', help: 'Deletes documents.', handler: deleteCommand },
+  { name: 'findAndModify', help: 'Updates or deletes one document and returns it.', aliases: ['findandmodify'], handler: findAndModify },
+  { name: 'count', help: 'Counts documents matching a query.', handler: count },
+  { name: 'distinct', help: 'Distinct values of a field.', handler: distinct },
+  { name: 'aggregate', help: 'Runs an aggregation pipeline; opens a cursor.', cursor: 'opens', handler: aggregate },
 
   // Indexes.
-  { name: 'createIndexes', help: 'Builds indexes on a collection.' },
-  { name: 'listIndexes', help: 'Lists the indexes of a collection; opens a cursor.', cursor: 'opens' },
-  { name: 'dropIndexes', help: 'Drops indexes of a collection.', aliases: ['deleteIndexes'] },
+  { name: 'createIndexes', help: 'Builds indexes on a collection.', handler: createIndexes },
+  { name: 'listIndexes', help: 'Lists the indexes of a collection; opens a cursor.', cursor: 'opens', handler: listIndexes },
+  { name: 'dropIndexes', help: 'Drops indexes of a collection.', aliases: ['deleteIndexes'], handler: dropIndexes },
 
   // Collections.
-  { name: 'create', help: 'Creates a collection or view.' },
-  { name: 'listCollections', help: 'Lists the collections of the database; opens a cursor.', cursor: 'opens' },
-  { name: 'drop', help: 'Drops a collection.' },
-  { name: 'renameCollection', help: 'Renames a collection within its database.', adminOnly: true, check: checkRenameWithinDatabase },
+  { name: 'create', help: 'Creates a collection or view.', handler: create },
+  { name: 'listCollections', help: 'Lists the collections of the database; opens a cursor.', cursor: 'opens', handler: listCollections },
+  { name: 'drop', help: 'Drops a collection.', handler: drop },
+  { name: 'renameCollection', help: 'Renames a collection within its database.', adminOnly: true, check: checkRenameWithinDatabase, handler: renameCollection },
 
-  { name: 'explain', help: 'Explains a find, aggregate, count, distinct, update, delete or findAndModify as the app would run it.' },
-  { name: 'killSessions', help: 'Kills logical sessions (the app\'s own, mapped like every lsid).' },
-  { name: 'refreshSessions', help: 'Keeps logical sessions alive (the app\'s own, mapped like every lsid).' },
+  { name: 'explain', help: 'Explains a find, aggregate, count, distinct, update, delete or findAndModify as the app would run it.', handler: explainHandler((name) => COMMANDS.get(name)) },
+  { name: 'killSessions', help: 'Kills logical sessions (the app\'s own, mapped like every lsid).', handler: sessionList },
+  { name: 'refreshSessions', help: 'Keeps logical sessions alive (the app\'s own, mapped like every lsid).', handler: sessionList },
 
-  // Server-side JavaScript (DESIGN.md rule 6).
+  // Server-side JavaScript (docs/security.md).
   { name: 'mapReduce', help: 'Refused: runs JavaScript on the server.', aliases: ['mapreduce'], refused: 'QueryFeatureNotAllowed' },
   { name: 'eval', help: 'Refused: runs JavaScript on the server.', aliases: ['$eval'], refused: 'QueryFeatureNotAllowed' },
 
-  // Server-wide and administrative commands (DESIGN.md rule 6).
+  // Server-wide and administrative commands (docs/security.md).
   ...REFUSED_SERVER_WIDE.map(([name, what]): CommandSpec => ({ name, help: `Refused: reaches ${what}.`, refused: 'Unauthorized' })),
 
   // Transactions (drivers pin them to one mongos).
-  { name: 'commitTransaction', help: 'Commits a multi-document transaction.', adminOnly: true, transactionControl: true },
-  { name: 'abortTransaction', help: 'Aborts a multi-document transaction.', adminOnly: true, transactionControl: true },
+  { name: 'commitTransaction', help: 'Commits a multi-document transaction.', adminOnly: true, transactionControl: true, handler: transactionControl },
+  { name: 'abortTransaction', help: 'Aborts a multi-document transaction.', adminOnly: true, transactionControl: true, handler: transactionControl },
 ];
 
-function buildIndex(table: readonly CommandSpec[]): ReadonlyMap<string, CommandSpec> {
+/**
+ * How an entry is answered: exactly one of a policy handler (forwarded), a local answer, the
+ * authenticator ('sasl') or a refusal. Checked when the registry is built, so an entry cannot be
+ * half-wired.
+ */
+function checkEntry(spec: CommandSpec): void {
+  const ways = [spec.handler !== undefined, spec.answer !== undefined || spec.local === 'sasl', spec.refused !== undefined];
+  if (ways.filter(Boolean).length !== 1) throw new Error(`command registry: '${spec.name}' needs exactly one of handler, answer or refused`);
+  if ((spec.local !== undefined) !== (spec.answer !== undefined || spec.local === 'sasl')) {
+    throw new Error(`command registry: '${spec.name}' has a local answer without being local, or the reverse`);
+  }
+  if (spec.local !== undefined && spec.local !== 'sasl' && spec.local !== spec.name) {
+    throw new Error(`command registry: '${spec.name}' is tagged local '${spec.local}': a local command is tagged with its own name`);
+  }
+}
+
+function buildIndex(registry: readonly CommandSpec[]): ReadonlyMap<string, CommandSpec> {
   const index = new Map<string, CommandSpec>();
-  for (const spec of table) {
+  for (const spec of registry) {
+    checkEntry(spec);
     for (const name of [spec.name, ...(spec.aliases ?? [])]) {
-      if (index.has(name)) throw new Error(`command table names '${name}' twice`);
+      if (index.has(name)) throw new Error(`command registry names '${name}' twice`);
       index.set(name, spec);
     }
   }
   return index;
 }
 
-export const COMMANDS: ReadonlyMap<string, CommandSpec> = buildIndex(TABLE);
+/** Every accepted name (aliases included) → its entry. */
+export const COMMANDS: ReadonlyMap<string, CommandSpec> = buildIndex(REGISTRY);
 
-/** The spec of an allowed command by exact name, or undefined (CommandNotFound). */
+/** The entry of an allowed command by exact name, or undefined (CommandNotFound). */
 export function lookupCommand(name: string): CommandSpec | undefined {
   return COMMANDS.get(name);
 }
 
 /** Every allowed command with its help text, for docs and `--help`. */
 export function commandHelp(): { name: string; aliases: readonly string[]; help: string }[] {
-  return TABLE.map((s) => ({ name: s.name, aliases: s.aliases ?? [], help: s.help }));
+  return REGISTRY.map((s) => ({ name: s.name, aliases: s.aliases ?? [], help: s.help }));
 }

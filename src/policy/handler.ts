@@ -79,4 +79,11 @@ export interface CommandHandler {
   rewrite(input: CommandInput): RewrittenCommand;
 }
 
+/**
+ * Finds a command by the name a client used: its canonical name and, for a forwarded command, its
+ * handler. The registry (commands.ts) answers it; a handler that needs other commands' handlers
+ * (explain) is given this rather than importing the registry that lists it.
+ */
+export type HandlerLookup = (name: string) => { readonly name: string; readonly handler?: CommandHandler } | undefined;
+
 export const fieldSet = (...names: string[]): ReadonlySet<string> => new Set(names);

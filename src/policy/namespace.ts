@@ -3,7 +3,7 @@ import { commandError } from './errors.js';
 import type { AppScope } from './scope.js';
 
 /**
- * The one namespace resolver (DESIGN.md rule 3): every namespace-bearing field of every command goes
+ * The one namespace resolver (docs/security.md, "Physical scoping"): every namespace-bearing field of every command goes
  * through `physicalCollection`, and every name in a reply comes back through `logicalCollection` /
  * `logicalNamespace`. Whatever `$db` an app uses, its collections live in the shared physical database
  * as `<slug>_<collection>`.

@@ -1,7 +1,7 @@
 import { commandError } from './errors.js';
 
 /**
- * Role-based access control inside one app (issue 3, item 6). Pure: no I/O.
+ * Role-based access control inside one app (README "Roles"). Pure: no I/O.
  *
  * A manifest may define roles, each granting actions on collections (the app's own, unprefixed names;
  * '*' = every collection):

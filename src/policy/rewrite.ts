@@ -3,17 +3,16 @@ import { checkArguments } from './arguments.js';
 import type { CommandSpec } from './commands.js';
 import { commandError, unknownFieldError } from './errors.js';
 import type { RewrittenCommand } from './handler.js';
-import { HANDLERS } from './handlers/index.js';
 import { checkAppDatabase } from './namespace.js';
 import type { AppScope, Doc } from './scope.js';
 import { refuseServerJavaScript } from './server-js.js';
-import { mapLsid } from './sessions.js';
+import { mapLsid } from './session-ids.js';
 
 /**
  * The policy layer's entry point for a forwarded command: `(app, command) → rewritten command | error`.
  * Pure: no I/O, no clock. Steps common to every command happen here — the app's `$db`, the argument
  * allow-list, kind-1 identifiers, server-side JavaScript, the session id — and the command's own
- * handler does the rest (src/policy/handlers).
+ * handler, from its registry entry (commands.ts), does the rest (src/policy/handlers).
  */
 export function rewriteCommand(
   scope: AppScope,
@@ -22,7 +21,7 @@ export function rewriteCommand(
   body: Doc,
   sequences: readonly DocumentSequence[],
 ): RewrittenCommand {
-  const handler = HANDLERS.get(spec.name);
+  const handler = spec.handler;
   if (!handler) throw commandError('CommandNotFound', `no such command: '${name}'`);
   const appDb = checkAppDatabase(body.$db, '$db');
   checkArguments(name, body, handler.fields);

@@ -40,12 +40,22 @@ function immutable(scope: AppScope): never {
  */
 export function guardUpdate(scope: AppScope, u: unknown, field: string): Doc | Doc[] {
   if (Array.isArray(u)) return guardPipelineUpdate(scope, u, field);
+  if (isReplacement(u)) return stampReplacement(scope, u, 'ImmutableField');
   if (!isDoc(u)) {
     throw commandError('FailedToParse', `${field}: update must be an object or a pipeline, found ${bsonTypeName(u)}`);
   }
-  const keys = Object.keys(u);
-  if (keys.length > 0 && keys[0]!.startsWith('$')) return guardOperatorUpdate(scope, u, field);
-  return stampReplacement(scope, u, 'ImmutableField');
+  return guardOperatorUpdate(scope, u, field);
+}
+
+/**
+ * Whether an update's `u` is a replacement document rather than operators or a pipeline: a document
+ * whose first field is not an operator (`{}` replaces too), as the server decides. The one test for
+ * it: the policy's guard and the data plane's document-size limit (src/session/app-limits.ts) ask it.
+ */
+export function isReplacement(u: unknown): u is Doc {
+  if (!isDoc(u)) return false;
+  const first = Object.keys(u)[0];
+  return first === undefined || !first.startsWith('$');
 }
 
 function guardOperatorUpdate(scope: AppScope, u: Doc, field: string): Doc {

@@ -13,7 +13,7 @@ import { RawClient, opMsg } from '../../src/testing/wire-client.js';
 import { OpCode } from '../../src/wire/constants.js';
 import { writeHeader } from '../../src/wire/header.js';
 import { encodeOpMsg, parseOpMsg } from '../../src/wire/opmsg.js';
-import { mapSessionId } from '../../src/policy/sessions.js';
+import { mapSessionId } from '../../src/policy/session-ids.js';
 import { makeScope } from '../../src/policy/scope.js';
 
 /**

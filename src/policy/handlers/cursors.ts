@@ -26,8 +26,11 @@ export const getMore: CommandHandler = {
   },
 };
 
-/** killCursors: the collection is mapped; which ids reach the upstream is decided by the registry. */
-export const killCursors: CommandHandler = {
+/**
+ * The policy of killCursors (closing the cursors is the data plane's, src/session and src/upstream):
+ * the collection is mapped; which ids reach the upstream is decided by the cursor registry.
+ */
+export const killCursorsHandler: CommandHandler = {
   fields: fieldSet('cursors'),
   rewrite(input) {
     const logical = input.body.killCursors as string;

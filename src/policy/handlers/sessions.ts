@@ -1,6 +1,6 @@
 import { commandError } from '../errors.js';
 import { fieldSet, type CommandHandler } from '../handler.js';
-import { mapLsid } from '../sessions.js';
+import { mapLsid } from '../session-ids.js';
 import { arrayField } from './common.js';
 
 /**

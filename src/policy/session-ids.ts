@@ -4,7 +4,7 @@ import { commandError } from './errors.js';
 import { isDoc, type AppScope, type Doc } from './scope.js';
 
 /**
- * Logical session ids are per app (DESIGN.md rule 5): the id a driver sends is replaced by a digest of
+ * Logical session ids are per app (docs/security.md): the id a driver sends is replaced by a digest of
  * (app, id), so two apps that pick the same id never share a session, and no app can name another's.
  * The mapping is deterministic, so every proxy process maps a session the same way (a driver may move
  * between proxies behind a load balancer), and needs no state or secret: reaching another app's
