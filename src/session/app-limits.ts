@@ -4,14 +4,15 @@ import type { DataAccess } from '../apps/manifest-types.js';
 import type { ReplyPlan } from '../policy/handler.js';
 import { CommandError } from '../policy/errors.js';
 import type { Access } from '../policy/scope.js';
+import { isReplacement } from '../policy/update.js';
 import type { RejectReason } from '../observability/metrics.js';
 import { BsonType, findElement, firstKey } from '../wire/bson-bytes.js';
 import type { DocumentSequence } from '../wire/opmsg.js';
 
 /**
- * The manifest's `limits` and `data_access`, applied per request by the session (issue 4). Collections
+ * The manifest's `limits` and `data_access`, applied per request by the session (README "Limits and data access"). Collections
  * come from the policy layer's `access` list (what the rewritten command reads, writes or indexes);
- * documents are the ones the app sent. Each refusal uses a server error shape (README "Limits"):
+ * documents are the ones the app sent. Each refusal uses a server error shape (README "Limits and data access"):
  *
  * | rule | error |
  * |---|---|
@@ -25,7 +26,7 @@ import type { DocumentSequence } from '../wire/opmsg.js';
 
 /**
  * A refusal by the app's limits: its reply may carry extra fields (baseBackoffMS), and it names the
- * metrics' rejection reason itself when the stage it is thrown at does not tell.
+ * metrics' rejection reason itself.
  */
 export class LimitError extends CommandError {
   constructor(
@@ -77,6 +78,7 @@ export function rateLimited(app: AppManifest, limit: number, retryAfterMS: numbe
     462,
     ['SystemOverloadedError', 'RetryableError'],
     { baseBackoffMS: retryAfterMS },
+    'rate_limit',
   );
 }
 
@@ -101,17 +103,23 @@ export function checkDataAccess(app: AppManifest, access: readonly Access[], com
   if (!readOnly && !allowed) return;
   for (const a of access) {
     if (readOnly && a.action !== 'read') {
-      throw new CommandError(
+      throw new LimitError(
         'Unauthorized',
         `not authorized on ${a.collection} to execute command ${commandName}: app '${app.slug}' is read-only (data_access.read_only)`,
         13,
+        undefined,
+        {},
+        'data_access',
       );
     }
     if (allowed && !allowed.has(a.collection)) {
-      throw new CommandError(
+      throw new LimitError(
         'Unauthorized',
         `not authorized on ${a.collection} to execute command ${commandName}: app '${app.slug}' may only use ${[...allowed].join(', ') || 'no collection'} (data_access.collections)`,
         13,
+        undefined,
+        {},
+        'data_access',
       );
     }
   }
@@ -198,6 +206,9 @@ export function documentTooLarge(app: AppManifest, doc: WrittenDocument, limit: 
     'BSONObjectTooLarge',
     `object to insert too large. size in bytes: ${doc.bytes}, max size: ${limit} (${doc.where}; app '${app.slug}' limits.max_document_bytes); nothing was written`,
     10334,
+    undefined,
+    {},
+    'document_size',
   );
 }
 
@@ -214,16 +225,12 @@ export function tooManyDocuments(app: AppManifest, collection: string, count: nu
     `insert refused: collection '${collection}' of app '${app.slug}' holds about ${count} documents and may hold at most ${limit} ` +
       `(limits.max_documents_per_collection); this insert of ${adding} would pass it. Delete documents or raise the limit`,
     14031,
+    undefined,
+    {},
+    'document_count',
   );
 }
 
 function isPlainDoc(v: unknown): v is Document {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !('_bsontype' in v);
-}
-
-/** A replacement document: not a pipeline (array), and no update operator as its first key. */
-function isReplacement(u: unknown): u is Document {
-  if (!isPlainDoc(u)) return false;
-  const first = Object.keys(u)[0];
-  return first === undefined || !first.startsWith('$');
 }

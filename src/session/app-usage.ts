@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 
 /**
- * Per-app usage shared by all of an app's connections (issue 4, limits): open authenticated
+ * Per-app usage shared by all of an app's connections (README "Limits and data access"): open authenticated
  * connections, commands served, and the operations-per-second token bucket. Keyed by slug and kept
  * across manifest reloads, so a changed limit applies to the running counts.
  */

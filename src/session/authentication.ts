@@ -16,8 +16,8 @@ import { CommandError, commandError } from '../policy/errors.js';
 import type { AuthReason } from '../observability/metrics.js';
 
 /**
- * Per-connection authentication (issue 3, item 1). A connection belongs to at most one app, chosen by
- * a verified JWT given in one of three ways (DESIGN.md section 2):
+ * Per-connection authentication (README "How an app connects"). A connection belongs to at most one app, chosen by
+ * a verified JWT given in one of three ways:
  *   - appName:      `client.application.name` in the handshake is a compact token;
  *   - PLAIN:        saslStart on $external, payload "\0<slug>\0<token>";
  *   - MONGODB-OIDC: saslStart (or the handshake's speculativeAuthenticate) with payload BSON {jwt}.

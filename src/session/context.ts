@@ -39,7 +39,7 @@ export interface ProxyContext {
 
 export interface SessionLimits {
   maxMessageSize: number;
-  /** The largest message accepted before the connection has authenticated (DESIGN.md rule 7). */
+  /** The largest message accepted before the connection has authenticated (docs/security.md). */
   preAuthMaxMessageSize: number;
   /** An unauthenticated connection that sends no message for this long is closed (0: never). */
   preAuthIdleTimeoutMS: number;

@@ -3,7 +3,7 @@ import type { Logger } from '../observability/logger.js';
 /**
  * Approximate document counts per physical collection, for `limits.max_documents_per_collection`.
  *
- * The approximation (README "Limits"):
+ * The approximation (README "Limits and data access"):
  * - The first insert into a limited collection waits for one count from the upstream (the control
  *   plane's MongoClient, `count` without a filter: every document of `<slug>_<name>` is the app's).
  * - Each admitted insert adds its documents to the estimate at once, so this proxy alone cannot pass

@@ -4,6 +4,7 @@ import { ConnectionPool, type PoolOptions } from './pool.js';
 import { UpstreamTopology, type SelectedServer } from './topology.js';
 import { CursorRegistry, groupCursors, killCursorsOn, type CursorTarget } from './cursors.js';
 import { TransactionPins } from './pins.js';
+import { Router } from './routing.js';
 import type { UpstreamConnectOptions } from './connection.js';
 import type { UpstreamCredentials, UpstreamMechanism } from './auth.js';
 import { UpstreamError } from './errors.js';
@@ -14,6 +15,11 @@ export type { SelectedServer } from './topology.js';
 export type { ConnectionPool } from './pool.js';
 export { CursorRegistry, sessionKey, type CursorTarget } from './cursors.js';
 export { AcquireAbandonedError } from './pool.js';
+export { ClientGoneError, UnreachableError } from './errors.js';
+export { ReplyView } from './reply-view.js';
+export { Router, type RoutedCommand } from './routing.js';
+export { Exchange, type ClientSide, type UpstreamShare, type UpstreamSlots, type UpstreamTiming } from './exchange.js';
+export { cursorId, endSessionCursors, killDeparted, planKill, trackCursor, type CursorReply, type KillPlan, type Tracked } from './cursor-ops.js';
 
 /** Why the proxy kills cursors no client asked it to kill (logged with a failure). */
 export type CursorKillReason = 'client_closed' | 'session_ended' | 'idle_timeout' | 'open_cursors_limit';
@@ -36,6 +42,8 @@ export class Upstream {
   readonly pools = new Map<string, ConnectionPool>();
   readonly cursors = new CursorRegistry();
   readonly pins = new TransactionPins();
+  /** Where each command goes: the writable server or its transaction's pinned one. */
+  readonly router = new Router(this);
   private readonly connectOptions: UpstreamConnectOptions;
   /** Told when a killCursors the proxy sent on its own failed (the runtime logs it). */
   onCursorKillFailed: ((err: Error, detail: { address: string; ns: string; cursors: number; reason: CursorKillReason }) => void) | undefined;

@@ -1,7 +1,9 @@
 /**
  * Transactions pinned to the upstream server that started them (several mongos: every statement and
  * the commit must reach the same one). Keyed by owner and session id; shared by all client connections
- * because a driver may run a transaction's statements over several pooled connections.
+ * because a driver may run a transaction's statements over several pooled connections. A pin is
+ * released when its transaction's commit succeeds or its abort is answered (Router.settle); the sweep
+ * forgets those whose client never finished them.
  */
 export class TransactionPins {
   private readonly pins = new Map<string, { address: string; lastUsed: number }>();

@@ -6,7 +6,7 @@ import { physicalName, readPhysical, sandboxOf } from '../helpers/physical.js';
 import { WireRelay, type RelayedMessage } from '../../src/testing/relay.js';
 import { RawClient, opMsg } from '../../src/testing/wire-client.js';
 import { parseOpMsg } from '../../src/wire/opmsg.js';
-import { mapSessionId } from '../../src/policy/sessions.js';
+import { mapSessionId } from '../../src/policy/session-ids.js';
 import { makeScope } from '../../src/policy/scope.js';
 
 /** A second dev app, to show two apps using the same session id reach different upstream sessions. */
