@@ -1,18 +1,25 @@
 import { Code, DBRef } from 'bson';
 import { BsonType, ElementCursor } from '../wire/bson-bytes.js';
 import { MAX_COMMAND_DEPTH } from './decode.js';
-import { commandError } from './errors.js';
+import { CommandError, ErrorCodes, commandError } from './errors.js';
 import { bsonTypeName, isBsonScalar, isDoc } from './scope.js';
 
 /** Operators that run JavaScript on the server (docs/security.md, "Server-side JavaScript"). */
 const SERVER_JS_OPERATORS = new Set(['$where', '$function', '$accumulator']);
 
+/** Server-side JavaScript refused (QueryFeatureNotAllowed, 224): its own class, so callers need not read codes. */
+export class ServerJavaScriptError extends CommandError {
+  constructor(message: string) {
+    super('QueryFeatureNotAllowed', message, ErrorCodes.QueryFeatureNotAllowed);
+  }
+}
+
 function codeRefused(where: string): never {
-  throw commandError('QueryFeatureNotAllowed', `${where}: JavaScript code values are not allowed by mdb-runtime`);
+  throw new ServerJavaScriptError(`${where}: JavaScript code values are not allowed by mdb-runtime`);
 }
 
 function operatorRefused(where: string, key: string): never {
-  throw commandError('QueryFeatureNotAllowed', `${where}: ${key} is not allowed: mdb-runtime refuses server-side JavaScript`);
+  throw new ServerJavaScriptError(`${where}: ${key} is not allowed: mdb-runtime refuses server-side JavaScript`);
 }
 
 /**

@@ -3,7 +3,7 @@ import type { AppManifest } from '../apps/manifests.js';
 import type { DataAccess } from '../apps/manifest-types.js';
 import type { ReplyPlan } from '../policy/handler.js';
 import { CommandError } from '../policy/errors.js';
-import type { Access } from '../policy/scope.js';
+import { isDoc, type Access } from '../policy/scope.js';
 import { isReplacement } from '../policy/update.js';
 import type { RejectReason } from '../observability/metrics.js';
 import { BsonType, findElement, firstKey } from '../wire/bson-bytes.js';
@@ -150,7 +150,7 @@ export function oversizeDocument(commandName: string, cmd: Document, sequences: 
       const docs = Array.isArray(cmd.documents) ? (cmd.documents as unknown[]) : [];
       for (let i = 0; i < docs.length; i++) {
         const d = docs[i];
-        if (isPlainDoc(d)) {
+        if (isDoc(d)) {
           const bytes = calculateObjectSize(d);
           if (bytes > limit) return { where: `documents.${i}`, bytes };
         }
@@ -168,7 +168,7 @@ export function oversizeDocument(commandName: string, cmd: Document, sequences: 
       const statements = Array.isArray(cmd.updates) ? (cmd.updates as unknown[]) : [];
       for (let i = 0; i < statements.length; i++) {
         const st = statements[i];
-        const u = isPlainDoc(st) ? st.u : undefined;
+        const u = isDoc(st) ? st.u : undefined;
         if (isReplacement(u)) {
           const bytes = calculateObjectSize(u);
           if (bytes > limit) return { where: `updates.${i}.u`, bytes };
@@ -231,6 +231,3 @@ export function tooManyDocuments(app: AppManifest, collection: string, count: nu
   );
 }
 
-function isPlainDoc(v: unknown): v is Document {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !('_bsontype' in v);
-}

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { WaitQueue } from '../upstream/wait-queue.js';
 
 /**
  * Per-app usage shared by all of an app's connections (README "Limits and data access"): open authenticated
@@ -53,14 +54,6 @@ export class TokenBucket {
   }
 }
 
-/** A request waiting for one of its app's upstream connection slots (limits.upstream_connections). */
-interface SlotWaiter {
-  resolve: () => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-  detach: (() => void) | undefined;
-}
-
 export class AppUsage {
   /** Open authenticated connections (driver monitoring connections with an appName token included). */
   connections = 0;
@@ -74,7 +67,7 @@ export class AppUsage {
   awaitCapped = 0;
   /** Commands refused because they would have opened a cursor beyond limits.open_cursors. */
   cursorRefusals = 0;
-  private readonly slotWaiters: SlotWaiter[] = [];
+  private readonly slotWaiters = new WaitQueue<void>();
   /** Connections that have sent an app command: what limits.connections counts. */
   activeConnections = 0;
   /** Commands forwarded upstream for the app since the proxy started. */
@@ -122,28 +115,15 @@ export class AppUsage {
       this.upstreamInUse++;
       return true;
     }
-    return new Promise<void>((resolve, reject) => {
-      const leave = (err: Error) => {
-        clearTimeout(waiter.timer);
-        waiter.detach?.();
-        const i = this.slotWaiters.indexOf(waiter);
-        if (i >= 0) this.slotWaiters.splice(i, 1);
-        reject(err);
-      };
-      const waiter: SlotWaiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.upstreamWaitTimeouts++;
-          leave(timeout());
-        }, timeoutMS),
-        detach: undefined,
-      };
-      const onAbort = () => leave(abandoned());
-      signal.addEventListener('abort', onAbort, { once: true });
-      waiter.detach = () => signal.removeEventListener('abort', onAbort);
-      this.slotWaiters.push(waiter);
-    });
+    return this.slotWaiters.wait(
+      timeoutMS,
+      () => {
+        this.upstreamWaitTimeouts++;
+        return timeout();
+      },
+      signal,
+      abandoned,
+    );
   }
 
   /**
@@ -152,10 +132,8 @@ export class AppUsage {
    */
   releaseUpstreamSlot(limit: number): void {
     if (this.upstreamInUse <= limit) {
-      const waiter = this.slotWaiters.shift();
+      const waiter = this.slotWaiters.next();
       if (waiter) {
-        clearTimeout(waiter.timer);
-        waiter.detach?.();
         waiter.resolve();
         return;
       }

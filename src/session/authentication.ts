@@ -13,6 +13,7 @@ import {
 } from '../apps/tokens.js';
 import { resolveRoles, type ResolvedRoles } from '../policy/rbac.js';
 import { CommandError, commandError } from '../policy/errors.js';
+import { isDoc } from '../policy/scope.js';
 import type { AuthReason } from '../observability/metrics.js';
 
 /**
@@ -119,13 +120,13 @@ export class ConnectionAuthenticator {
     const extra: Document = {};
     if (typeof cmd.saslSupportedMechs === 'string') extra.saslSupportedMechs = [...SUPPORTED_MECHANISMS];
     const client = cmd.client;
-    if (!this.sawClientMetadata && isDocument(client)) {
+    if (!this.sawClientMetadata && isDoc(client)) {
       this.sawClientMetadata = true;
-      const appName = isDocument(client.application) ? client.application.name : undefined;
+      const appName = isDoc(client.application) ? client.application.name : undefined;
       if (typeof appName === 'string' && !this.current) await this.fromAppName(appName);
     }
     const speculative = cmd.speculativeAuthenticate;
-    if (isDocument(speculative)) {
+    if (isDoc(speculative)) {
       // Only MONGODB-OIDC completes in one step; anything else is left to the saslStart that follows.
       // A failed speculative attempt is not an error: the reply just omits the field and the driver
       // authenticates normally (and its saslStart gets the AuthenticationFailed).
@@ -302,6 +303,3 @@ function saslDone(): Document {
   return { conversationId: 1, done: true, payload: new Binary(Buffer.alloc(0)) };
 }
 
-function isDocument(v: unknown): v is Document {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Binary);
-}

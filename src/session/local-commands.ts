@@ -1,7 +1,6 @@
 import os from 'node:os';
 import type { Document } from 'bson';
 import {
-  helloReply as answerHello,
   runLocalCommand as answerLocal,
   type HostFacts,
   type LocalAnswerContext,
@@ -28,10 +27,6 @@ function answerContext(ctx: LocalCommandContext): LocalAnswerContext {
     osVersion: os.release(),
   };
   return { ...ctx, now: new Date(), host };
-}
-
-export function helloReply(cmd: Document, commandName: string, ctx: LocalCommandContext): Document {
-  return answerHello(cmd, commandName, answerContext(ctx));
 }
 
 export function runLocalCommand(handler: SyncLocalHandler, cmd: Document, name: string, ctx: LocalCommandContext): Document {

@@ -1,5 +1,6 @@
 import { BSONError } from 'bson';
 import { CommandError } from '../policy/errors.js';
+import { ServerJavaScriptError } from '../policy/server-js.js';
 import { WireError } from '../wire/errors.js';
 import { Outcome, type OutcomeCode, type RejectReason } from '../observability/metrics.js';
 import { ClientGoneError as UpstreamClientGone, UnreachableError as UpstreamUnreachable, UpstreamError, UpstreamTimeoutError } from '../upstream/index.js';
@@ -28,7 +29,7 @@ export function rejectedAs(reason: RejectReason, err: unknown): unknown {
  * QueryFeatureNotAllowed (docs/security.md), anything else is the scoping policy's refusal.
  */
 export function policyReason(err: unknown): RejectReason {
-  return err instanceof CommandError && err.codeName === 'QueryFeatureNotAllowed' ? 'server_js' : 'policy';
+  return err instanceof ServerJavaScriptError ? 'server_js' : 'policy';
 }
 
 /** An error answered before the connection closes (its app was removed, or it is over the connection limit). */

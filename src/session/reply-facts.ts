@@ -1,6 +1,7 @@
 import type { Document } from 'bson';
 import { ReplyView } from '../upstream/index.js';
 import { Outcome, type OutcomeCode } from '../observability/metrics.js';
+import { isDoc } from '../policy/scope.js';
 
 /**
  * What the metrics and logs need of a reply, read from its bytes: the request path reads a reply once
@@ -33,6 +34,6 @@ export function collectionOf(cmd: Document | undefined): string | undefined {
   if (typeof value === 'string') return value;
   if (typeof cmd.collection === 'string') return cmd.collection;
   // explain: the explained command's collection.
-  if (first === 'explain' && value !== null && typeof value === 'object' && !Array.isArray(value)) return collectionOf(value as Document);
+  if (first === 'explain' && isDoc(value)) return collectionOf(value);
   return undefined;
 }

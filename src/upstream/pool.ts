@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { UpstreamConnection, type UpstreamConnectOptions } from './connection.js';
 import { UpstreamError } from './errors.js';
+import { WaitQueue } from './wait-queue.js';
 
 /** Bucket bounds (seconds) of the pool's wait-time counts; 0 holds acquisitions served by an idle connection. */
 export const POOL_WAIT_BOUNDS: readonly number[] = [0, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30];
@@ -38,14 +39,6 @@ export interface PoolOptions {
   waitQueueTimeoutMS: number;
 }
 
-interface Waiter {
-  resolve: (conn: UpstreamConnection) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-  /** Removes the abort listener (the waiter was served, timed out or abandoned). */
-  detach: (() => void) | undefined;
-}
-
 /** acquire() gave up because its signal aborted (the request's client is gone): not a pool failure. */
 export class AcquireAbandonedError extends Error {
   constructor(address: string) {
@@ -60,7 +53,7 @@ export class AcquireAbandonedError extends Error {
  */
 export class ConnectionPool {
   private readonly idle: UpstreamConnection[] = [];
-  private readonly waiters: Waiter[] = [];
+  private readonly waiters = new WaitQueue<UpstreamConnection>();
   private total = 0;
   private pendingConnects = 0;
   private closed = false;
@@ -125,40 +118,13 @@ export class ConnectionPool {
   }
 
   private enqueue(signal: AbortSignal | undefined): Promise<UpstreamConnection> {
-    return new Promise<UpstreamConnection>((resolve, reject) => {
-      const leave = (err: Error) => {
-        clearTimeout(waiter.timer);
-        waiter.detach?.();
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(err);
-      };
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(
-          () => leave(new UpstreamError(`timed out after ${this.options.waitQueueTimeoutMS} ms waiting for a connection to ${this.address}`)),
-          this.options.waitQueueTimeoutMS,
-        ),
-        detach: undefined,
-      };
-      if (signal) {
-        const onAbort = () => leave(new AcquireAbandonedError(this.address));
-        signal.addEventListener('abort', onAbort, { once: true });
-        waiter.detach = () => signal.removeEventListener('abort', onAbort);
-      }
-      this.waiters.push(waiter);
-    });
-  }
-
-  /** Takes the first waiter off the queue (it is about to be served). */
-  private nextWaiter(): Waiter | undefined {
-    const waiter = this.waiters.shift();
-    if (waiter) {
-      clearTimeout(waiter.timer);
-      waiter.detach?.();
-    }
-    return waiter;
+    const timeoutMS = this.options.waitQueueTimeoutMS;
+    return this.waiters.wait(
+      timeoutMS,
+      () => new UpstreamError(`timed out after ${timeoutMS} ms waiting for a connection to ${this.address}`),
+      signal,
+      () => new AcquireAbandonedError(this.address),
+    );
   }
 
   /** Returns a healthy connection after its request completed. */
@@ -167,7 +133,7 @@ export class ConnectionPool {
       this.discard(conn);
       return;
     }
-    const waiter = this.nextWaiter();
+    const waiter = this.waiters.next();
     if (waiter) {
       waiter.resolve(conn);
       return;
@@ -185,11 +151,7 @@ export class ConnectionPool {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.sweeper);
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.detach?.();
-      w.reject(new UpstreamError(`pool for ${this.address} is closed`));
-    }
+    this.waiters.rejectAll(new UpstreamError(`pool for ${this.address} is closed`));
     for (const conn of this.idle.splice(0)) {
       conn.destroy();
       this.total--;
@@ -213,7 +175,7 @@ export class ConnectionPool {
   /** A slot freed up: open a connection for the first waiter, if any. */
   private serveWaiter(): void {
     if (this.closed || this.waiters.length === 0 || this.total >= this.options.maxSize) return;
-    const waiter = this.nextWaiter()!;
+    const waiter = this.waiters.next()!;
     this.open().then(waiter.resolve, waiter.reject);
   }
 

@@ -356,6 +356,19 @@ describe('OP_QUERY', () => {
     await expectUsable(c);
   });
 
+  it('checks the nesting depth of an OP_QUERY handshake as of any command: an error reply, not a crash', async () => {
+    let deep: Document = { leaf: 1 };
+    for (let i = 0; i < 250; i++) deep = { d: deep };
+    const c = await open();
+    const q = opQuery('admin.$cmd', { isMaster: 1, client: { application: { name: 'x' } }, deep });
+    c.send(q);
+    const reply = await nextDecoded(c);
+    expect(reply.opCode).toBe(OpCode.REPLY);
+    expect(reply.responseTo).toBe(requestIdOf(q));
+    expectErrorReply(reply.doc, 15, 'Overflow');
+    await expectUsable(c);
+  });
+
   it('closes on an OP_QUERY too short to parse', async () => {
     const c = await open();
     c.send(frame(OpCode.QUERY, Buffer.from('admin.$cmd')));

@@ -1,3 +1,4 @@
+import type { Document } from 'bson';
 import { MsgFlag } from '../../wire/constants.js';
 import { encodeOpMsg, parseOpMsg, readdressOpMsg } from '../../wire/opmsg.js';
 import { encodeDocument } from '../../policy/decode.js';
@@ -19,13 +20,19 @@ async function answerLocal(req: Request, s: StepContext, handler: LocalHandler):
   const cmd = req.cmd!;
   let reply;
   if (handler === 'sasl') reply = req.name === 'saslStart' ? await s.auth.saslStart(cmd) : s.auth.saslContinue(cmd);
-  else if (handler === 'hello') {
-    // Handshake fields first (appName, speculativeAuthenticate), then the reply that reflects them.
-    const extra = await s.auth.onHello(cmd);
-    reply = { ...runLocalCommand('hello', cmd, req.name, localContext(s)), ...extra };
-  } else reply = runLocalCommand(handler, cmd, req.name, localContext(s));
+  else if (handler === 'hello') reply = await answerHello(cmd, req.name, s);
+  else reply = runLocalCommand(handler, cmd, req.name, localContext(s));
   if (!req.moreToCome) s.reply(req, reply);
   return 'done';
+}
+
+/**
+ * The handshake's answer, for OP_MSG and the legacy OP_QUERY alike: its fields (appName,
+ * speculativeAuthenticate) are taken first, then the reply that reflects them.
+ */
+export async function answerHello(cmd: Document, name: string, s: StepContext): Promise<Document> {
+  const extra = await s.auth.onHello(cmd);
+  return { ...runLocalCommand('hello', cmd, name, localContext(s)), ...extra };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { deserialize, type Document } from 'bson';
+import type { Document } from 'bson';
 import { MsgFlag, OpCode } from '../../wire/constants.js';
 import { WireError } from '../../wire/errors.js';
 import { decompressMessage } from '../../wire/compression.js';
@@ -9,15 +9,12 @@ import { hoistDocumentArray } from '../../wire/bson-edit.js';
 import { lookupCommand } from '../../policy/commands.js';
 import { decodeDocument } from '../../policy/decode.js';
 import { CommandError, commandError } from '../../policy/errors.js';
-import { helloReply } from '../local-commands.js';
-import { localContext } from './local.js';
+import { answerHello } from './local.js';
 import { Rejected, rejectedAs } from '../rejection.js';
 import type { Request } from '../request.js';
 import type { StepContext, StepResult } from './step.js';
 
 /** Commands are decoded without promoting values so that a re-encoded command is byte-identical. */
-const DECODE_OPTIONS = { promoteValues: false, bsonRegExp: true } as const;
-const HANDSHAKE_COMMANDS = new Set(['hello', 'isMaster', 'ismaster']);
 
 /**
  * Decode: the opcode picks the codec (OP_COMPRESSED unwrapped first); an OP_MSG is decoded and its
@@ -80,11 +77,13 @@ async function handshake(req: Request, s: StepContext): Promise<StepResult> {
   let name: string;
   try {
     const query = parseOpQuery(req.msg);
-    cmd = deserialize(query.query, DECODE_OPTIONS);
+    // Decoded as every command is (depth checked on the bytes first).
+    cmd = decodeDocument(query.query);
     if (cmd.$query && typeof cmd.$query === 'object') cmd = cmd.$query as Document;
     name = Object.keys(cmd)[0] ?? '';
-    if (HANDSHAKE_COMMANDS.has(name)) req.command = 'hello';
-    if (query.fullCollectionName !== 'admin.$cmd' || !HANDSHAKE_COMMANDS.has(name)) {
+    const handshake = lookupCommand(name)?.local === 'hello';
+    if (handshake) req.command = 'hello';
+    if (query.fullCollectionName !== 'admin.$cmd' || !handshake) {
       throw new CommandError(
         'UnsupportedOpQueryCommand',
         `Unsupported OP_QUERY command: ${name || query.fullCollectionName}. The client driver may require an upgrade; mdb-runtime accepts OP_QUERY only for the handshake on admin.$cmd`,
@@ -94,8 +93,7 @@ async function handshake(req: Request, s: StepContext): Promise<StepResult> {
   } catch (err) {
     throw rejectedAs('invalid_request', err);
   }
-  const extra = await s.auth.onHello(cmd);
-  s.reply(req, { ...helloReply(cmd, name, localContext(s)), ...extra });
+  s.reply(req, await answerHello(cmd, name, s));
   return 'done';
 }
 
