@@ -16,7 +16,8 @@ const LAYERS = [
   { name: 'policy', path: '^src/policy/', may: ['^src/wire/(bson-bytes|bson-edit|reply-status|errors|opmsg|constants)\\.ts$'] },
   // Pooled raw connections to the upstream, topology, cursor and transaction routing.
   { name: 'upstream', path: '^src/upstream/', may: ['^src/wire/'] },
-  // One ClientConnection per socket: drives a request through wire, policy and upstream, meters and logs it.
+  // One ClientConnection per socket (bytes only); the request's steps (session/steps) drive it through
+  // wire, policy and upstream, and meter and log it.
   {
     name: 'session',
     path: '^src/session/',

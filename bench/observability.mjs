@@ -69,12 +69,9 @@ const log = (line) => process.stderr.write(`${line}\n`);
 /** Frames counted as the cost of logging and metrics in the profiles (see profile-summary.mjs). */
 const OBSERVABILITY_FRAMES = [
   '/observability/', // metrics cells, histograms, the logger
-  '/session/reply-facts.', // reading a reply's outcome for the metrics
+  '/session/steps/observe.', // counting and logging a finished request
   '/pino/',
   '/prom-client/',
-  'account', // ClientConnection: counting and logging a finished request
-  'noteReply',
-  'classifyError',
   'now', // performance.now(): request timing
 ];
 
