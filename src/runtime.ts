@@ -16,7 +16,7 @@ import { COMMANDS } from './policy/commands.js';
 import { Upstream } from './upstream/index.js';
 import { POOL_WAIT_BOUNDS } from './upstream/pool.js';
 import { ProxyServer } from './session/server.js';
-import { AppUsageTable } from './session/app-usage.js';
+import { AppTable } from './session/app-usage.js';
 import { DocumentCounts } from './session/document-counts.js';
 import { DEFAULT_OPEN_CURSORS, fairUpstreamShare } from './session/context.js';
 import { MAX_MESSAGE_SIZE } from './wire/constants.js';
@@ -44,7 +44,7 @@ export interface RunningRuntime {
   /** The live apps: `apps.current` is the registry in force; 'reload' is emitted after each change. */
   apps: AppDirectory;
   /** Per-app connections, commands and rate buckets. */
-  usage: AppUsageTable;
+  usage: AppTable;
   /** The Prometheus registry and the per-app meters (GET /metrics). */
   metrics: ProxyMetrics;
   /** The /apps document (what GET /apps answers). */
@@ -147,7 +147,8 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   });
   metrics.manifestReload('start', startFailures.length, directory.reloadedAt);
 
-  const usage = new AppUsageTable();
+  // The one per-app table: the sessions' usage and meters, read by /metrics and /apps.
+  const usage = new AppTable(metrics);
   // Verified tokens, shared by the connections; an entry holds only under the manifest it was verified with.
   const tokenCache = new VerifiedTokenCache();
   // max_documents_per_collection: counts through the control plane's own client (approximate, see
@@ -209,14 +210,13 @@ export async function startRuntime(config: RuntimeConfig, logger: Logger, option
   }
 
   // ---- Hot reload: every applied change reaches the sessions (removed apps' connections close), the
-  // usage table and the reconciler.
+  // per-app table and the reconciler.
   directory.on('reload', (event) => {
     metrics.manifestReload(event.cause, event.refused.length);
     proxy.appsChanged(event.registry);
     // Entries of replaced manifests can no longer answer (VerifiedTokenCache.get): free them.
     if (event.changed.length + event.removed.length > 0) tokenCache.clear();
     usage.prune((slug) => event.registry.get(slug) !== undefined);
-    metrics.prune((slug) => event.registry.get(slug) !== undefined);
     if (event.added.length + event.changed.length + event.removed.length > 0) reconciler?.update([...event.registry]);
   });
   if (options.watch !== false) directory.watch(options.watch ?? {});

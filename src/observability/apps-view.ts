@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { AppManifest } from '../apps/manifests.js';
 import type { AppDirectory, ManifestProblem } from '../apps/watcher.js';
 import type { AppIndexState } from '../indexes/index.js';
-import type { IndexSample, PoolSample, ProxyMetrics } from './metrics.js';
+import type { AppMeter, IndexSample, PoolSample, ProxyMetrics } from './metrics.js';
 import { sendJson, type Router } from './router.js';
 
 /**
@@ -10,7 +10,7 @@ import { sendJson, type Router } from './router.js';
  * upstream and its index state, as GET /apps answers it and the status page shows it; and the same
  * parts sampled for /metrics (poolSamples, indexSamples).
  *
- * It reads the session's and the upstream's counters through the small interfaces below (the composition
+ * It reads the session's per-app entries and the upstream's counters through the small interfaces below (the composition
  * root, src/runtime.ts, hands it the real objects): observability imports neither (docs/architecture.md).
  */
 
@@ -88,8 +88,9 @@ export interface UpstreamShareEntry {
   await_capped: number;
 }
 
-/** One app's usage counters, as the view reads them (src/session/app-usage.ts keeps them). */
+/** One app's entry (its usage counters and meter), as the view reads it (src/session/app-usage.ts keeps it). */
 export interface AppUsageView {
+  readonly meter: Pick<AppMeter, 'ops' | 'errors' | 'recent'>;
   readonly connections: number;
   readonly activeConnections: number;
   readonly ops: number;
@@ -111,8 +112,9 @@ export interface IndexStateSource {
 /** What the /apps document is made of. */
 export interface AppsViewSources {
   readonly directory: Pick<AppDirectory, 'configDir' | 'files' | 'problems' | 'reloadedAt'>;
+  /** The per-app table: usage and meters in one entry per app. */
   readonly usage: { peek(slug: string): AppUsageView | undefined };
-  readonly metrics: Pick<ProxyMetrics, 'enabled' | 'peek'>;
+  readonly metrics: Pick<ProxyMetrics, 'enabled'>;
   /** None when no reconciler runs (every app's `indexes` is then null). */
   readonly reconciler: IndexStateSource | undefined;
   /** The app's upstream bounds: its limits, or the runtime's defaults (fair share of the pool, open cursors). */
@@ -128,7 +130,7 @@ export function appsDocument(sources: AppsViewSources, now = performance.now()):
   for (const f of directory.files) {
     const m = f.inForce;
     const u = m ? usage.peek(m.slug) : undefined;
-    const meter = m ? metrics.peek(m.slug) : undefined;
+    const meter = u?.meter;
     const [p50, p99] = meter && metrics.enabled ? meter.recent.quantiles([0.5, 0.99], now) : [null, null];
     const limits: Record<string, number> = {};
     if (m?.limits.connections !== undefined) limits.connections = m.limits.connections;

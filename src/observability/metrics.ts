@@ -213,8 +213,9 @@ export class RecentLatency {
 }
 
 /**
- * Everything counted for one app label (a registered slug, or UNAUTHENTICATED). A connection holds
- * its app's meter and the cells of the commands it ran, so a request costs no lookups by string.
+ * Everything counted for one app label (a registered slug, or UNAUTHENTICATED). It is a member of the
+ * app's one entry in the session's per-app table (src/session/app-usage.ts), which a connection holds
+ * with the cells of the commands it ran, so a request costs no lookups by string.
  */
 export class AppMeter {
   /** Open client connections counted under this label (always kept: connection events are rare). */
@@ -291,7 +292,7 @@ export interface PoolSample {
   waitFailures: number;
 }
 
-/** One app's share of the upstream, as the metrics read it (src/session/app-usage.ts). */
+/** One app's share of the upstream, as the metrics read it (src/session/app-usage.ts keeps it). */
 export interface UpstreamShareSample {
   app: string;
   /** Upstream connections its requests hold now, and requests waiting for one (limits.upstream_connections). */
@@ -352,8 +353,7 @@ export class ProxyMetrics {
   readonly registry = new Registry();
   /** Request-path instrumentation on: sessions check this once per connection. */
   readonly enabled: boolean;
-  private readonly meters = new Map<string, AppMeter>();
-  readonly unauthenticated: AppMeter;
+  private meterSource: () => Iterable<AppMeter> = () => [];
   private readonly authCounts = new Map<string, { result: string; mechanism: AuthMechanism; reason: AuthReason; n: number }>();
   private readonly reloads = new Map<string, number>();
   private refusedManifests = 0;
@@ -364,8 +364,6 @@ export class ProxyMetrics {
   constructor(options: MetricsOptions) {
     this.enabled = options.enabled;
     this.commands = new Set(options.commands);
-    this.unauthenticated = new AppMeter(UNAUTHENTICATED, this.commands);
-    this.meters.set(UNAUTHENTICATED, this.unauthenticated);
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     this.define(options.poolWaitBounds);
   }
@@ -375,27 +373,18 @@ export class ProxyMetrics {
     this.sources = sources;
   }
 
-  /** The meter of a registered app (created on first use), or the unauthenticated one. */
-  app(slug: string | undefined): AppMeter {
-    if (slug === undefined) return this.unauthenticated;
-    let meter = this.meters.get(slug);
-    if (!meter) {
-      meter = new AppMeter(slug, this.commands);
-      this.meters.set(slug, meter);
-    }
-    return meter;
+  /**
+   * A new meter for the app label `app` (a slug, or UNAUTHENTICATED), counting commands under this
+   * runtime's labels. The meters live in the session's one per-app table (src/session/app-usage.ts),
+   * which hands them to the scrape with `readMeters`.
+   */
+  meter(app: string): AppMeter {
+    return new AppMeter(app, this.commands);
   }
 
-  /** The meter of `slug` if it has one (for /apps). */
-  peek(slug: string): AppMeter | undefined {
-    return this.meters.get(slug);
-  }
-
-  /** Forgets apps no longer registered once their last connection is gone (their series disappear). */
-  prune(isRegistered: (slug: string) => boolean): void {
-    for (const [slug, meter] of this.meters) {
-      if (meter !== this.unauthenticated && !isRegistered(slug) && meter.connections === 0) this.meters.delete(slug);
-    }
+  /** Where the scrape finds the per-app meters (the session's app table; none until it is set). */
+  readMeters(meters: () => Iterable<AppMeter>): void {
+    this.meterSource = meters;
   }
 
   /** One authentication attempt (success: reason 'ok'). */
@@ -422,7 +411,7 @@ export class ProxyMetrics {
 
   private define(poolWaitBounds: readonly number[]): void {
     const registers = [this.registry];
-    const meters = () => this.meters.values();
+    const meters = () => this.meterSource();
     const enabled = this.enabled;
 
     new Counter({

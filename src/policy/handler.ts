@@ -69,6 +69,42 @@ export interface RewrittenCommand {
   /** Collections the command reads, writes or indexes (RBAC). */
   access: Access[];
   reply: ReplyPlan;
+  /**
+   * The documents the command writes whole, as the app sent them (before the proxy's tag): inserted
+   * documents, replacement updates and upserts, a findAndModify replacement. Set by those handlers,
+   * which walk them anyway, when there is at least one; the session's limits read it
+   * (limits.max_document_bytes, limits.max_documents_per_collection) instead of parsing the command again.
+   * Operator and pipeline updates are not among them: the size of their result is known only to the server.
+   */
+  written?: WrittenDocuments;
+}
+
+/** How many documents a command writes whole, and the largest of them. */
+export interface WrittenDocuments {
+  readonly documents: number;
+  /** The largest one's size in bytes as the app sent it, and where it is: 'documents.3', 'updates.0.u', 'update'. */
+  readonly largest: number;
+  readonly largestAt: string;
+}
+
+/** Counts the documents a handler sees the command write whole (the first of equally large ones is kept). */
+export class WrittenTally {
+  private documents = 0;
+  private largest = -1;
+  private largestAt = '';
+
+  add(bytes: number, where: string): void {
+    this.documents++;
+    if (bytes > this.largest) {
+      this.largest = bytes;
+      this.largestAt = where;
+    }
+  }
+
+  /** The rewrite's `written` field, spread into it: absent when the command writes no whole document. */
+  field(): { written?: WrittenDocuments } {
+    return this.documents === 0 ? {} : { written: { documents: this.documents, largest: this.largest, largestAt: this.largestAt } };
+  }
 }
 
 /** One command's policy: its own fields (generic arguments are common) and its pure rewrite. */

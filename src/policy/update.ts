@@ -50,7 +50,7 @@ export function guardUpdate(scope: AppScope, u: unknown, field: string): Doc | D
 /**
  * Whether an update's `u` is a replacement document rather than operators or a pipeline: a document
  * whose first field is not an operator (`{}` replaces too), as the server decides. The one test for
- * it: the policy's guard and the data plane's document-size limit (src/session/app-limits.ts) ask it.
+ * it: the policy's guard and the handlers sizing replacements for the session's limits ask it.
  */
 export function isReplacement(u: unknown): u is Doc {
   if (!isDoc(u)) return false;

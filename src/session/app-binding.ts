@@ -3,7 +3,7 @@ import type { AppRegistry } from '../apps/registry.js';
 import { RoleError, resolveRoles, type ResolvedRoles } from '../policy/rbac.js';
 import { commandError } from '../policy/errors.js';
 import { makeScope, type AppScope } from '../policy/scope.js';
-import type { AppUsage } from './app-usage.js';
+import type { AppEntry } from './app-usage.js';
 import type { Identity } from './authentication.js';
 import type { ProxyContext } from './context.js';
 import { ClosingError, Rejected } from './rejection.js';
@@ -30,8 +30,8 @@ export interface BindingHost {
  * (limits.connections counts connections that sent an app command).
  */
 export class AppBinding {
-  /** The app's usage entry, counted in its connections while the connection is authenticated. */
-  usage: AppUsage | undefined;
+  /** The app's entry (the connection's own, counted in its connections while it is authenticated). */
+  usage: AppEntry | undefined;
   /** Counted in the app's active connections (limits.connections) since its first app command. */
   private active = false;
   /** The manifest the last request ran with, and the roles resolved against it (re-resolved on change). */
@@ -46,13 +46,10 @@ export class AppBinding {
     private readonly host: BindingHost,
   ) {}
 
-  /** The connection authenticated (again): counted in its app's connections; roles resolve on the next request. */
-  bind(identity: Identity): void {
+  /** The connection authenticated (again) as `entry`'s app (the connection counts it); roles resolve on the next request. */
+  bind(entry: AppEntry): void {
     this.live = undefined;
-    if (!this.usage) {
-      this.usage = this.ctx.usage.get(identity.app.slug);
-      this.usage.connections++;
-    }
+    this.usage ??= entry;
   }
 
   /**
@@ -92,7 +89,7 @@ export class AppBinding {
    * first app command of a connection beyond the limit is answered AuthenticationFailed (18) with the
    * reason, and the connection closes; a lowered limit leaves the connections already counted open.
    */
-  activate(app: AppManifest, usage: AppUsage): void {
+  activate(app: AppManifest, usage: AppEntry): void {
     if (this.active) return;
     const limit = app.limits.connections;
     if (limit !== undefined && usage.activeConnections >= limit) {
@@ -126,11 +123,10 @@ export class AppBinding {
     if (reason) this.revoke(identity, reason);
   }
 
-  /** The connection closed: it leaves its app's counts. */
+  /** The connection closed: it leaves its app's active connections (the connection leaves its connections). */
   release(): void {
     clearTimeout(this.revokeTimer);
     if (this.usage) {
-      this.usage.connections--;
       if (this.active) this.usage.activeConnections--;
       this.usage = undefined;
       this.active = false;

@@ -1,13 +1,10 @@
-import { calculateObjectSize, type Document } from 'bson';
+import type { Document } from 'bson';
 import type { AppManifest } from '../apps/manifests.js';
 import type { DataAccess } from '../apps/manifest-types.js';
 import type { ReplyPlan } from '../policy/handler.js';
 import { CommandError } from '../policy/errors.js';
-import { isDoc, type Access } from '../policy/scope.js';
-import { isReplacement } from '../policy/update.js';
+import type { Access } from '../policy/scope.js';
 import type { RejectReason } from '../observability/metrics.js';
-import { BsonType, findElement, firstKey } from '../wire/bson-bytes.js';
-import type { DocumentSequence } from '../wire/opmsg.js';
 
 /**
  * The manifest's `limits` and `data_access`, applied per request by the session (README "Limits and data access"). Collections
@@ -132,73 +129,11 @@ export function restrictListing(plan: ReplyPlan, allowed: ReadonlySet<string>): 
   return { ...plan, view: { ...plan.view, names: (n: string) => allowed.has(n) && (names ? names(n) : true) } };
 }
 
-/** The largest whole document a command writes: inserts, replacement updates and upserts, findAndModify replacements. */
+/** The largest whole document a command writes (inserts, replacement updates and upserts, findAndModify replacements), as the policy's rewrite sized it. */
 export interface WrittenDocument {
   /** 'documents.3', 'updates.0.u', 'update'. */
   where: string;
   bytes: number;
-}
-
-/**
- * The first document the command writes whole that is larger than `limit` bytes (the document as the
- * app sent it, before the proxy's tag). Operator and pipeline updates are not checked: the size of
- * their result is known only to the server.
- */
-export function oversizeDocument(commandName: string, cmd: Document, sequences: readonly DocumentSequence[], limit: number): WrittenDocument | undefined {
-  switch (commandName) {
-    case 'insert': {
-      const docs = Array.isArray(cmd.documents) ? (cmd.documents as unknown[]) : [];
-      for (let i = 0; i < docs.length; i++) {
-        const d = docs[i];
-        if (isDoc(d)) {
-          const bytes = calculateObjectSize(d);
-          if (bytes > limit) return { where: `documents.${i}`, bytes };
-        }
-      }
-      for (const seq of sequences) {
-        if (seq.identifier !== 'documents') continue;
-        for (let i = 0; i < seq.documents.length; i++) {
-          const bytes = seq.documents[i]!.readInt32LE(0);
-          if (bytes > limit) return { where: `documents.${i}`, bytes };
-        }
-      }
-      return undefined;
-    }
-    case 'update': {
-      const statements = Array.isArray(cmd.updates) ? (cmd.updates as unknown[]) : [];
-      for (let i = 0; i < statements.length; i++) {
-        const st = statements[i];
-        const u = isDoc(st) ? st.u : undefined;
-        if (isReplacement(u)) {
-          const bytes = calculateObjectSize(u);
-          if (bytes > limit) return { where: `updates.${i}.u`, bytes };
-        }
-      }
-      for (const seq of sequences) {
-        if (seq.identifier !== 'updates') continue;
-        for (let i = 0; i < seq.documents.length; i++) {
-          const buf = seq.documents[i]!;
-          const u = findElement(buf, 0, 'u');
-          if (u?.type !== BsonType.DOCUMENT) continue;
-          const first = firstKey(buf, u.valueStart);
-          if (first === undefined || first.startsWith('$')) continue;
-          const bytes = buf.readInt32LE(u.valueStart);
-          if (bytes > limit) return { where: `updates.${i}.u`, bytes };
-        }
-      }
-      return undefined;
-    }
-    case 'findAndModify': {
-      const u = cmd.update;
-      if (isReplacement(u)) {
-        const bytes = calculateObjectSize(u);
-        if (bytes > limit) return { where: 'update', bytes };
-      }
-      return undefined;
-    }
-    default:
-      return undefined;
-  }
 }
 
 export function documentTooLarge(app: AppManifest, doc: WrittenDocument, limit: number): LimitError {
@@ -210,13 +145,6 @@ export function documentTooLarge(app: AppManifest, doc: WrittenDocument, limit: 
     {},
     'document_size',
   );
-}
-
-/** How many documents an insert adds (body and kind-1). */
-export function insertedCount(cmd: Document, sequences: readonly DocumentSequence[]): number {
-  let n = Array.isArray(cmd.documents) ? (cmd.documents as unknown[]).length : 0;
-  for (const seq of sequences) if (seq.identifier === 'documents') n += seq.documents.length;
-  return n;
 }
 
 export function tooManyDocuments(app: AppManifest, collection: string, count: number, adding: number, limit: number): LimitError {

@@ -1,10 +1,14 @@
 import { performance } from 'node:perf_hooks';
+import { AppMeter, UNAUTHENTICATED, type ProxyMetrics } from '../observability/metrics.js';
 import { WaitQueue } from '../upstream/wait-queue.js';
 
 /**
- * Per-app usage shared by all of an app's connections (README "Limits and data access"): open authenticated
- * connections, commands served, and the operations-per-second token bucket. Keyed by slug and kept
- * across manifest reloads, so a changed limit applies to the running counts.
+ * The one per-app table: for each app label (a slug, or UNAUTHENTICATED) one entry shared by all of
+ * its connections, holding both its usage (README "Limits and data access": connections, commands
+ * served, refusals, the operations-per-second token bucket, the app's upstream slots) and its meter
+ * (src/observability/metrics.ts: what /metrics exports). A connection holds its entry; /metrics and
+ * /apps read the same entries. Keyed by slug and kept across manifest reloads, so a changed limit
+ * applies to the running counts; pruned once, when the app is gone and its last connection closed.
  */
 
 /** Seconds of history behind ops_per_second in /apps. */
@@ -54,9 +58,10 @@ export class TokenBucket {
   }
 }
 
-export class AppUsage {
-  /** Open authenticated connections (driver monitoring connections with an appName token included). */
-  connections = 0;
+/** No command labels: the meter of an entry made outside a table (tests) counts every command as 'unknown'. */
+const NO_COMMANDS: ReadonlySet<string> = new Set();
+
+export class AppEntry {
   /** Upstream connections the app's requests hold now (limits.upstream_connections). */
   upstreamInUse = 0;
   /** Requests that waited past upstream.pool.wait_queue_timeout_ms for one of the app's slots. */
@@ -78,7 +83,19 @@ export class AppUsage {
   private readonly slots = new Float64Array(RATE_WINDOW_SECONDS);
   private readonly slotSecond = new Float64Array(RATE_WINDOW_SECONDS).fill(-1);
 
-  constructor(readonly slug: string) {}
+  constructor(
+    readonly slug: string,
+    /** The app's meters (mdb_* series under this label). */
+    readonly meter: AppMeter = new AppMeter(slug, NO_COMMANDS),
+  ) {}
+
+  /**
+   * Open connections under this label: for an app, authenticated ones (driver monitoring connections
+   * with an appName token included). The meter's count, which mdb_client_connections exports.
+   */
+  get connections(): number {
+    return this.meter.connections;
+  }
 
   /**
    * Admits one command under `limit` operations per second (undefined: no limit). Returns 0, or the
@@ -165,29 +182,44 @@ export class AppUsage {
   }
 }
 
-/** Usage by slug. */
-export class AppUsageTable {
-  private readonly apps = new Map<string, AppUsage>();
+/** The entries by slug, and the one of connections not (yet) authenticated. */
+export class AppTable {
+  private readonly apps = new Map<string, AppEntry>();
+  readonly unauthenticated: AppEntry;
 
-  get(slug: string): AppUsage {
-    let usage = this.apps.get(slug);
-    if (!usage) {
-      usage = new AppUsage(slug);
-      this.apps.set(slug, usage);
-    }
-    return usage;
+  /** The scrape of `metrics` reads this table's meters. */
+  constructor(private readonly metrics: ProxyMetrics) {
+    this.unauthenticated = new AppEntry(UNAUTHENTICATED, metrics.meter(UNAUTHENTICATED));
+    metrics.readMeters(() => this.meters());
   }
 
-  peek(slug: string): AppUsage | undefined {
+  /** The entry of a registered app, created on first use. */
+  get(slug: string): AppEntry {
+    let entry = this.apps.get(slug);
+    if (!entry) {
+      entry = new AppEntry(slug, this.metrics.meter(slug));
+      this.apps.set(slug, entry);
+    }
+    return entry;
+  }
+
+  peek(slug: string): AppEntry | undefined {
     return this.apps.get(slug);
   }
 
-  entries(): IterableIterator<AppUsage> {
+  /** The apps' entries (not the unauthenticated one). */
+  entries(): IterableIterator<AppEntry> {
     return this.apps.values();
   }
 
-  /** Forgets apps no longer registered once their last connection is gone. */
+  /** Every label's meter, the unauthenticated one first. */
+  *meters(): IterableIterator<AppMeter> {
+    yield this.unauthenticated.meter;
+    for (const entry of this.apps.values()) yield entry.meter;
+  }
+
+  /** Forgets apps no longer registered once their last connection is gone (their series disappear). */
   prune(isRegistered: (slug: string) => boolean): void {
-    for (const [slug, usage] of this.apps) if (!isRegistered(slug) && usage.connections === 0 && usage.activeConnections === 0) this.apps.delete(slug);
+    for (const [slug, entry] of this.apps) if (!isRegistered(slug) && entry.connections === 0 && entry.activeConnections === 0) this.apps.delete(slug);
   }
 }

@@ -2,7 +2,7 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { serialize, type Document } from 'bson';
 import type { Logger } from '../observability/logger.js';
-import type { AppMeter } from '../observability/metrics.js';
+import type { AppEntry } from './app-usage.js';
 import { OpCode } from '../wire/constants.js';
 import { FramingError, MessageFramer } from '../wire/framer.js';
 import { RequestIdCounter } from '../wire/header.js';
@@ -47,8 +47,8 @@ export class ClientConnection implements StepContext, Observer, BindingHost, Cli
   private preAuthIdleTimer: NodeJS.Timeout | undefined;
   private readonly closedPromise: Promise<void>;
   private resolveClosed!: () => void;
-  /** The app's meter (the unauthenticated one until the connection authenticates). */
-  private meter: AppMeter;
+  /** The app's entry in the per-app table (the unauthenticated one until the connection authenticates). */
+  private entry: AppEntry;
   readonly instrumented: boolean;
   readonly timed: boolean;
   readonly debugEnabled: boolean;
@@ -64,8 +64,8 @@ export class ClientConnection implements StepContext, Observer, BindingHost, Cli
   ) {
     // Until the connection authenticates, only small messages are read (raised in onAuthenticated).
     this.framer = new MessageFramer(ctx.limits.preAuthMaxMessageSize);
-    this.meter = ctx.metrics.unauthenticated;
-    this.meter.connections++;
+    this.entry = ctx.usage.unauthenticated;
+    this.entry.meter.connections++;
     this.instrumented = ctx.metrics.enabled;
     this.warnEnabled = ctx.logger.isLevelEnabled('warn');
     this.debugEnabled = ctx.logger.isLevelEnabled('debug');
@@ -122,12 +122,12 @@ export class ClientConnection implements StepContext, Observer, BindingHost, Cli
   }
 
   private onAuthenticated(identity: Identity): void {
-    this.binding.bind(identity);
-    if (this.meter === this.ctx.metrics.unauthenticated) {
-      this.meter.connections--;
-      this.meter = this.ctx.metrics.app(identity.app.slug);
-      this.meter.connections++;
+    if (this.entry === this.ctx.usage.unauthenticated) {
+      this.entry.meter.connections--;
+      this.entry = this.ctx.usage.get(identity.app.slug);
+      this.entry.meter.connections++;
     }
+    this.binding.bind(this.entry);
     this.framer.maxMessageSize = this.ctx.limits.maxMessageSize;
     clearTimeout(this.preAuthIdleTimer);
     this.preAuthIdleTimer = undefined;
@@ -204,7 +204,7 @@ export class ClientConnection implements StepContext, Observer, BindingHost, Cli
     this.queue.length = 0;
     clearTimeout(this.preAuthIdleTimer);
     this.binding.release();
-    this.meter.connections--;
+    this.entry.meter.connections--;
     this.abandon?.abort();
     if (graceful && this.socket.writable) {
       const socket = this.socket;
@@ -261,7 +261,7 @@ export class ClientConnection implements StepContext, Observer, BindingHost, Cli
 
   /** One request: through the request path (never throws), then metered and logged under the meter it started with. */
   private async serve(msg: Buffer): Promise<void> {
-    const meter = this.meter;
+    const meter = this.entry.meter;
     const req = new Request(msg, this.ctx.slowOperationMS, this.timed ? performance.now() : 0);
     this.current = req;
     this.reqLog = undefined;

@@ -3,7 +3,7 @@ import type { ProxyMetrics } from '../observability/metrics.js';
 import type { Upstream } from '../upstream/index.js';
 import type { AppRegistry } from '../apps/registry.js';
 import type { VerifiedTokenCache } from '../apps/tokens.js';
-import type { AppUsageTable } from './app-usage.js';
+import type { AppTable } from './app-usage.js';
 import type { DocumentCounts } from './document-counts.js';
 
 /** Where the registry in force is read: swapped whole on every manifest reload (src/apps/watcher.ts). */
@@ -20,8 +20,8 @@ export interface ProxyContext {
    * resolves its app's current manifest there by slug (a reload applies to the next request).
    */
   readonly apps: AppSource;
-  /** Per-app connections, commands served and the operations-per-second buckets. */
-  readonly usage: AppUsageTable;
+  /** The one per-app table: each app's usage (connections, commands served, buckets, upstream slots) and meter. */
+  readonly usage: AppTable;
   /** Document counts for limits.max_documents_per_collection; undefined: that limit is not enforced. */
   readonly documentCounts: DocumentCounts | undefined;
   readonly limits: SessionLimits;
@@ -29,7 +29,7 @@ export interface ProxyContext {
   readonly scoping: { readonly database: string; readonly tagField: string };
   /** Milliseconds since the epoch; token expiry is judged by it (tests substitute a clock they move). */
   readonly now: () => number;
-  /** Per-app meters (request-path instrumentation is on when `metrics.enabled`) and authentication counts. */
+  /** Whether request-path instrumentation is on (`metrics.enabled`), and authentication counts; the per-app meters are in `usage`. */
   readonly metrics: ProxyMetrics;
   /** Tokens verified by earlier connections (src/apps/tokens.ts); undefined: every token is verified. */
   readonly tokenCache?: VerifiedTokenCache | undefined;

@@ -5,14 +5,14 @@ import type { AppScope } from '../policy/scope.js';
 import type { OpMsg } from '../wire/opmsg.js';
 import type { ReplyView, UpstreamShare } from '../upstream/index.js';
 import { Outcome, UNKNOWN_COMMAND, type OutcomeCode, type RejectReason } from '../observability/metrics.js';
-import type { AppUsage } from './app-usage.js';
+import type { AppEntry } from './app-usage.js';
 import type { LiveApp } from './app-binding.js';
 import { overUpstreamShare } from './app-limits.js';
 
 /** The app's share of the upstream a request runs under (limits.upstream_connections, limits.open_cursors). */
 export class AppShare implements UpstreamShare {
   constructor(
-    readonly usage: AppUsage,
+    readonly usage: AppEntry,
     readonly connections: number,
     readonly cursors: number,
     readonly waitMS: number,
@@ -46,7 +46,7 @@ export class Request {
   spec: CommandSpec | undefined = undefined;
   /** The app it runs as (undefined: not authenticated). */
   live: LiveApp | undefined = undefined;
-  usage: AppUsage | undefined = undefined;
+  usage: AppEntry | undefined = undefined;
   scope: AppScope | undefined = undefined;
   rewritten: RewrittenCommand | undefined = undefined;
   /** The app's upstream share its round trips count against (undefined: not an app's command). */

@@ -156,7 +156,8 @@ describe('metric cells', () => {
   it('keeps one registry per runtime: two instances in one process do not clash', async () => {
     const one = new ProxyMetrics({ enabled: true, processMetrics: true, ...LABELS });
     const two = new ProxyMetrics({ enabled: true, processMetrics: true, ...LABELS });
-    const meter = one.app('alpha');
+    const meter = one.meter('alpha');
+    one.readMeters(() => [meter]);
     meter.request(meter.cell('find'), Outcome.OK, 2, 1, 0);
     const a = parsePrometheus((await one.scrape()).text);
     const b = parsePrometheus((await two.scrape()).text);
@@ -167,7 +168,8 @@ describe('metric cells', () => {
 
   it('labels commands and buckets pool waits with what it is given, not a table of its own', async () => {
     const metrics = new ProxyMetrics({ enabled: true, processMetrics: false, commands: ['alpha_cmd'], poolWaitBounds: [0, 0.5] });
-    const meter = metrics.app('alpha');
+    const meter = metrics.meter('alpha');
+    metrics.readMeters(() => [meter]);
     meter.request(meter.cell('alpha_cmd'), Outcome.OK, 2, 1, 0);
     meter.request(meter.cell('find'), Outcome.OK, 2, 1, 0);
     metrics.setSources({
@@ -196,7 +198,8 @@ describe('metric cells', () => {
 
   it('exports no request-path series when metrics are off', async () => {
     const off = new ProxyMetrics({ enabled: false, processMetrics: false, ...LABELS });
-    const meter = off.app('alpha');
+    const meter = off.meter('alpha');
+    off.readMeters(() => [meter]);
     meter.request(meter.cell('find'), Outcome.OK, 2, 1, 0);
     meter.bytesReceived += 100;
     const samples = parsePrometheus((await off.scrape()).text);

@@ -1,21 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { serialize, type Document } from 'bson';
 import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
 import type { AppLimits, DataAccess } from '../../src/apps/manifest-types.js';
 import {
   checkDataAccess,
   documentTooLarge,
-  insertedCount,
-  oversizeDocument,
   rateLimited,
   restrictListing,
   allowedCollections,
 } from '../../src/session/app-limits.js';
-import { AppUsage, TokenBucket } from '../../src/session/app-usage.js';
+import { AppEntry, TokenBucket } from '../../src/session/app-usage.js';
 import { DocumentCounts } from '../../src/session/document-counts.js';
 import { CommandError, errorReply } from '../../src/policy/errors.js';
 import type { ReplyPlan } from '../../src/policy/handler.js';
-import type { DocumentSequence } from '../../src/wire/opmsg.js';
 
 /** The manifest's limits and data_access as the session applies them, without sockets. */
 
@@ -47,10 +43,8 @@ function refusal(fn: () => unknown): CommandError {
   throw new Error('not refused');
 }
 
-const bytes = (doc: Document): Buffer => Buffer.from(serialize(doc));
-const seq = (identifier: string, docs: Document[]): DocumentSequence => ({ identifier, documents: docs.map(bytes) });
 
-describe('TokenBucket and AppUsage', () => {
+describe('TokenBucket and AppEntry', () => {
   it('grants one second of burst, then the rate, and says how long to wait', () => {
     const bucket = new TokenBucket(5, 0);
     for (let i = 0; i < 5; i++) expect(bucket.take(0)).toBe(0);
@@ -64,7 +58,7 @@ describe('TokenBucket and AppUsage', () => {
   });
 
   it('applies a changed rate to the running bucket', () => {
-    const usage = new AppUsage('shop');
+    const usage = new AppEntry('shop');
     for (let i = 0; i < 10; i++) expect(usage.admit(10, 0)).toBe(0);
     expect(usage.admit(10, 0)).toBeGreaterThan(0);
     expect(usage.admit(2, 1000)).toBe(0); // refilled, capped at the new burst of 2
@@ -73,7 +67,7 @@ describe('TokenBucket and AppUsage', () => {
   });
 
   it('counts commands served and their rate over the last complete seconds', () => {
-    const usage = new AppUsage('shop');
+    const usage = new AppEntry('shop');
     for (let i = 0; i < 30; i++) usage.served(5_000 + i);
     for (let i = 0; i < 20; i++) usage.served(6_000 + i);
     expect(usage.ops).toBe(50);
@@ -118,26 +112,6 @@ describe('data_access', () => {
 });
 
 describe('max_document_bytes', () => {
-  const big = { _id: 1, blob: 'x'.repeat(200) };
-  const small = { _id: 2, v: 1 };
-  const size = bytes(big).length;
-
-  it('finds an oversize insert document in the body and in a kind-1 section', () => {
-    expect(oversizeDocument('insert', { insert: 'c', documents: [small, big] }, [], 100)).toEqual({ where: 'documents.1', bytes: size });
-    expect(oversizeDocument('insert', { insert: 'c' }, [seq('documents', [small, small, big])], 100)).toEqual({ where: 'documents.2', bytes: size });
-    expect(oversizeDocument('insert', { insert: 'c', documents: [small, big] }, [], size)).toBeUndefined();
-    expect(insertedCount({ insert: 'c', documents: [small] }, [seq('documents', [small, small])])).toBe(3);
-  });
-
-  it('checks replacement updates and upserts, not operator or pipeline updates', () => {
-    const statements = [{ q: {}, u: { $set: { blob: big.blob } } }, { q: {}, u: [{ $set: { blob: big.blob } }] }, { q: {}, u: big, upsert: true }];
-    expect(oversizeDocument('update', { update: 'c', updates: statements }, [], 100)).toEqual({ where: 'updates.2.u', bytes: size });
-    expect(oversizeDocument('update', { update: 'c' }, [seq('updates', statements)], 100)).toEqual({ where: 'updates.2.u', bytes: size });
-    expect(oversizeDocument('update', { update: 'c', updates: statements.slice(0, 2) }, [], 100)).toBeUndefined();
-    expect(oversizeDocument('findAndModify', { findAndModify: 'c', query: {}, update: big }, [], 100)).toEqual({ where: 'update', bytes: size });
-    expect(oversizeDocument('findAndModify', { findAndModify: 'c', query: {}, update: { $set: big } }, [], 100)).toBeUndefined();
-  });
-
   it("refuses with the server's BSONObjectTooLarge shape", () => {
     const reply = errorReply(documentTooLarge(app(), { where: 'documents.0', bytes: 300 }, 100));
     expect(reply).toMatchObject({ ok: 0, code: 10334, codeName: 'BSONObjectTooLarge' });

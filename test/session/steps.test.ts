@@ -5,14 +5,15 @@ import type { AppLimits, DataAccess } from '../../src/apps/manifest-types.js';
 import { AppRegistry } from '../../src/apps/registry.js';
 import { commandError } from '../../src/policy/errors.js';
 import { resolveRoles } from '../../src/policy/rbac.js';
-import { Outcome } from '../../src/observability/metrics.js';
+import { Outcome, ProxyMetrics } from '../../src/observability/metrics.js';
 import type { Logger } from '../../src/observability/logger.js';
 import { CursorRegistry, Router, type CursorTarget } from '../../src/upstream/index.js';
 import { TransactionPins } from '../../src/upstream/pins.js';
-import { encodeOpMsg, parseOpMsg } from '../../src/wire/opmsg.js';
+import { encodeOpMsg, parseOpMsg, type DocumentSequence } from '../../src/wire/opmsg.js';
 import { MsgFlag } from '../../src/wire/constants.js';
 import { AppBinding } from '../../src/session/app-binding.js';
-import { AppUsageTable } from '../../src/session/app-usage.js';
+import { AppTable } from '../../src/session/app-usage.js';
+import { DocumentCounts } from '../../src/session/document-counts.js';
 import type { Identity } from '../../src/session/authentication.js';
 import type { ProxyContext } from '../../src/session/context.js';
 import { Request } from '../../src/session/request.js';
@@ -95,7 +96,7 @@ class FakeSession implements StepContext {
       upstream: upstream as unknown as ProxyContext['upstream'],
       logger: silent,
       apps: { current: AppRegistry.build(app ? [app] : []) },
-      usage: new AppUsageTable(),
+      usage: new AppTable(new ProxyMetrics({ enabled: false, processMetrics: false, commands: [], poolWaitBounds: [] })),
       documentCounts: undefined,
       limits: {
         maxMessageSize: 48_000_000,
@@ -122,7 +123,7 @@ class FakeSession implements StepContext {
       expiresAt: undefined,
       transport: 'dev',
     };
-    if (identity) this.binding.bind(identity);
+    if (identity) this.binding.bind(this.ctx.usage.get(identity.app.slug));
     this.auth = {
       identity,
       check: (name: string, preAuth: boolean) => {
@@ -235,6 +236,52 @@ describe('request steps', () => {
     await expect(refusal({ find: 't', filter: { $where: 'true' }, $db: 'x' })).resolves.toMatchObject({ reason: 'server_js' });
     await expect(refusal({ find: 't', bogus: 1, $db: 'x' })).resolves.toMatchObject({ reason: 'policy' });
     await expect(refusal({ insert: 't', documents: [{ a: 1 }], $db: 'x' })).resolves.toMatchObject({ reason: 'data_access', code: 13 });
+  });
+
+  it('policy applies max_document_bytes and max_documents_per_collection to what the rewrite says it writes', async () => {
+    const s = new FakeSession(manifest({ limits: { maxDocumentBytes: 100, maxDocumentsPerCollection: 4 } }));
+    const counted: string[] = [];
+    (s.ctx as { documentCounts: DocumentCounts | undefined }).documentCounts = new DocumentCounts({
+      count: async (physical) => {
+        counted.push(physical);
+        return 1;
+      },
+    });
+    const through = async (doc: Document, sequences: DocumentSequence[] = []) => {
+      const req = new Request(encodeOpMsg(5, 0, 0, Buffer.from(serialize(doc)), sequences), 0, 0);
+      await parse(req, s);
+      gate(req, s);
+      limits(req, s);
+      try {
+        return await policy(req, s);
+      } catch (err) {
+        return err;
+      }
+    };
+    const big = { _id: 1, blob: 'x'.repeat(200) };
+    const size = serialize(big).length;
+    // The largest document as the app sent it, where it is, and nothing counted for a refused insert.
+    await expect(through({ insert: 't', documents: [{ _id: 2 }, big], $db: 'x' })).resolves.toMatchObject({
+      reason: 'document_size',
+      code: 10334,
+      message: expect.stringMatching(new RegExp(`^object to insert too large\\. size in bytes: ${size}, max size: 100 \\(documents\\.1; app 'shop' limits\\.max_document_bytes\\)`)),
+    });
+    expect(counted).toEqual([]);
+    await expect(through({ update: 't', $db: 'x' }, [{ identifier: 'updates', documents: [Buffer.from(serialize({ q: {}, u: big, upsert: true }))] }])).resolves.toMatchObject({
+      reason: 'document_size',
+      message: expect.stringContaining(`size in bytes: ${size}, max size: 100 (updates.0.u;`),
+    });
+    await expect(through({ findAndModify: 't', query: {}, update: big, $db: 'x' })).resolves.toMatchObject({ reason: 'document_size' });
+    await expect(through({ findAndModify: 't', query: {}, update: { $set: big }, $db: 'x' })).resolves.toBe('next');
+    // 1 counted + 3 in a kind-1 section fit the limit of 4; one more does not.
+    await expect(through({ insert: 't', $db: 'x' }, [{ identifier: 'documents', documents: [{ a: 1 }, { a: 2 }, { a: 3 }].map((d) => Buffer.from(serialize(d))) }])).resolves.toBe('next');
+    await expect(through({ insert: 't', documents: [{ a: 4 }], $db: 'x' })).resolves.toMatchObject({
+      reason: 'document_count',
+      code: 14031,
+      message: expect.stringContaining('holds about 4 documents and may hold at most 4'),
+    });
+    expect(counted).toEqual(['shop_t']);
+    expect(s.ctx.usage.peek('shop')?.refused).toBe(4);
   });
 
   it('forwards a find to the primary, records the cursor it opened and rewrites the reply', async () => {

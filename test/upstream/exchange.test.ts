@@ -5,7 +5,7 @@ import { ClientGoneError, UnreachableError } from '../../src/upstream/errors.js'
 import { UpstreamTimeoutError } from '../../src/upstream/connection.js';
 import { AcquireAbandonedError, type ConnectionPool } from '../../src/upstream/pool.js';
 import { encodeOpMsg } from '../../src/wire/opmsg.js';
-import { AppUsage } from '../../src/session/app-usage.js';
+import { AppEntry } from '../../src/session/app-usage.js';
 
 /** One client's round trips (the app's slot, a pooled connection, the timeout) over a fake pool. */
 
@@ -32,14 +32,14 @@ function fakePool(behaviour: { acquire?: () => Promise<unknown>; roundTrip?: () 
 
 const client = (gone = false) => ({ gone, signal: new AbortController().signal });
 
-function share(usage: AppUsage, connections = 1): UpstreamShare {
+function share(usage: AppEntry, connections = 1): UpstreamShare {
   return { usage, connections, waitMS: 50, overShare: () => new Error('over share') };
 }
 
 describe('Exchange', () => {
   it('sends, times the round trip, and gives the connection and the slot back', async () => {
     const { pools, log } = fakePool({});
-    const usage = new AppUsage('shop');
+    const usage = new AppEntry('shop');
     const timing = { upstreamMS: -1 };
     const got = await new Exchange(pools, client(), true).send('a:1', msg, false, 1234, share(usage), timing);
     expect(got).toBe(reply);
@@ -72,7 +72,7 @@ describe('Exchange', () => {
 
   it('discards the connection of a late reply and counts the timeout against the app', async () => {
     const { pools, log } = fakePool({ roundTrip: () => Promise.reject(new UpstreamTimeoutError('a:1', 5)) });
-    const usage = new AppUsage('shop');
+    const usage = new AppEntry('shop');
     await expect(new Exchange(pools, client(), false).send('a:1', msg, false, 5, share(usage), { upstreamMS: -1 })).rejects.toBeInstanceOf(UpstreamTimeoutError);
     expect(log).toEqual(['roundTrip 5', 'discard']);
     expect([usage.upstreamTimeouts, usage.upstreamInUse]).toEqual([1, 0]);
@@ -80,7 +80,7 @@ describe('Exchange', () => {
 
   it("refuses with the share's error when the app's slots stay taken", async () => {
     const { pools } = fakePool({});
-    const usage = new AppUsage('shop');
+    const usage = new AppEntry('shop');
     expect(usage.takeUpstreamSlot(1, 50, new AbortController().signal, () => new Error('x'), () => new Error('y'))).toBe(true);
     await expect(new Exchange(pools, client(), false).send('a:1', msg, false, 1000, share(usage), { upstreamMS: -1 })).rejects.toThrow('over share');
     expect(usage.upstreamWaitTimeouts).toBe(1);

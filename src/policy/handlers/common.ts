@@ -45,14 +45,14 @@ export function arrayField(command: string, body: Doc, field: string): unknown[]
 export function mapStatements(
   input: CommandInput,
   list: string,
-  rewrite: (statement: unknown, index: number) => Doc,
+  rewrite: (statement: unknown, index: number, bytes?: Buffer) => Doc,
 ): { body: Doc; sequences: DocumentSequence[] } {
   const body: Doc = { ...input.body };
   const inBody = arrayField(input.name, input.body, list);
-  if (inBody) body[list] = inBody.map(rewrite);
+  if (inBody) body[list] = inBody.map((statement, i) => rewrite(statement, i));
   const sequences = input.sequences.map((seq) => ({
     identifier: seq.identifier,
-    documents: seq.documents.map((bytes, i) => encodeDocument(rewrite(decodeDocument(bytes), i))),
+    documents: seq.documents.map((bytes, i) => encodeDocument(rewrite(decodeDocument(bytes), i, bytes))),
   }));
   return { body, sequences };
 }

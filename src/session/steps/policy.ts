@@ -2,15 +2,7 @@ import { authorize } from '../../policy/rbac.js';
 import { rewriteCommand } from '../../policy/rewrite.js';
 import type { RewrittenCommand } from '../../policy/handler.js';
 import type { AppManifest } from '../../apps/manifests.js';
-import {
-  allowedCollections,
-  checkDataAccess,
-  documentTooLarge,
-  insertedCount,
-  oversizeDocument,
-  restrictListing,
-  tooManyDocuments,
-} from '../app-limits.js';
+import { allowedCollections, checkDataAccess, documentTooLarge, restrictListing, tooManyDocuments } from '../app-limits.js';
 import { policyReason, rejectedAs } from '../rejection.js';
 import type { Request } from '../request.js';
 import type { StepContext, StepResult } from './step.js';
@@ -55,10 +47,10 @@ function manifestLimits(app: AppManifest, req: Request, rewritten: RewrittenComm
   const allowed = allowedCollections(app.dataAccess);
   if (allowed && req.spec!.name === 'listCollections') rewritten = { ...rewritten, reply: restrictListing(rewritten.reply, allowed) };
   const { maxDocumentBytes } = app.limits;
-  if (maxDocumentBytes !== undefined) {
-    // The documents as the app sent them (the rewrite has tagged them: the limit is on the app's bytes).
-    const big = oversizeDocument(req.spec!.name, req.cmd!, req.parsed!.sequences, maxDocumentBytes);
-    if (big) throw documentTooLarge(app, big, maxDocumentBytes);
+  // The rewrite sized the documents as the app sent them (it has tagged them: the limit is on the app's bytes).
+  const written = rewritten.written;
+  if (maxDocumentBytes !== undefined && written && written.largest > maxDocumentBytes) {
+    throw documentTooLarge(app, { where: written.largestAt, bytes: written.largest }, maxDocumentBytes);
   }
   return rewritten;
 }
@@ -70,7 +62,7 @@ async function admitDocuments(req: Request, s: StepContext): Promise<StepResult>
   const rewritten = req.rewritten!;
   const collection = rewritten.access[0]?.collection;
   // The documents the rewrite stamped: as many as the insert adds.
-  const adding = insertedCount(rewritten.body, rewritten.sequences);
+  const adding = rewritten.written?.documents ?? 0;
   if (collection === undefined || adding === 0) return 'next';
   try {
     const verdict = await s.ctx.documentCounts!.admit(req.scope!.prefix + collection, max, adding);
