@@ -1,4 +1,4 @@
-import type { Document } from 'bson';
+import { Double, type Document } from 'bson';
 
 /** The server error codes the proxy itself produces (src/mongo/base/error_codes.yml). */
 export const ErrorCodes = {
@@ -28,6 +28,10 @@ export const ErrorCodes = {
 
 export type ErrorCodeName = keyof typeof ErrorCodes;
 
+/** `ok` as a server sends it: a double (1.0 or 0.0), never an int32. */
+export const OK = new Double(1);
+export const NOT_OK = new Double(0);
+
 /** An error answered to the client in the server's shape: `{ ok: 0, errmsg, code, codeName }`. */
 export class CommandError extends Error {
   readonly code: number;
@@ -54,7 +58,7 @@ export const unknownFieldError = (command: string, field: string): CommandError 
   new CommandError('Location40415', `BSON field '${command}.${field}' is an unknown field.`, 40415);
 
 export function errorReply(err: { code: number; codeName: string; message: string; errorLabels?: string[] | undefined }): Document {
-  const reply: Document = { ok: 0, errmsg: err.message, code: err.code, codeName: err.codeName };
+  const reply: Document = { ok: NOT_OK, errmsg: err.message, code: err.code, codeName: err.codeName };
   if (err.errorLabels?.length) reply.errorLabels = err.errorLabels;
   return reply;
 }

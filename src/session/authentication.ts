@@ -12,7 +12,7 @@ import {
   type VerifiedTokenCache,
 } from '../apps/tokens.js';
 import { resolveRoles, type ResolvedRoles } from '../policy/rbac.js';
-import { CommandError, commandError } from '../policy/errors.js';
+import { CommandError, OK, commandError } from '../policy/errors.js';
 import { isDoc } from '../policy/scope.js';
 import type { AuthReason } from '../observability/metrics.js';
 
@@ -68,6 +68,13 @@ export interface AuthenticatorOptions {
 /** The one reply to every failed authentication: the server's, with no detail. */
 const AUTH_FAILED = (): CommandError => commandError('AuthenticationFailed', 'Authentication failed.');
 const EXTERNAL_DB = '$external';
+/** How a connection presents its app's token (README, "How an app connects"): said to one that did not. */
+const HOW_TO_AUTHENTICATE =
+  "Pass the app's token as the password with SASL PLAIN (mongodb://<slug>:<token>@host/?authMechanism=PLAIN&authSource=%24external)";
+const NO_APP_NAME =
+  `: this connection presented no token and its handshake carried no appName. ${HOW_TO_AUTHENTICATE}, ` +
+  'or as appName=<token> when it fits in 128 bytes (PyMongo and the Java driver drop a longer appName with only a warning)';
+const APP_NAME_NOT_A_TOKEN = `: this connection's appName is neither a token nor an app that needs none. ${HOW_TO_AUTHENTICATE}`;
 export const SUPPORTED_MECHANISMS = ['PLAIN', 'MONGODB-OIDC'] as const;
 
 /** A failed attempt, with what the log and the metrics need. */
@@ -105,6 +112,8 @@ export class ConnectionAuthenticator {
   /** Set when the handshake's appName carried a token that failed: later commands say so. */
   private appNameError: string | undefined;
   private sawClientMetadata = false;
+  /** The handshake's client metadata named an application (a token or a slug in appName). */
+  private sawAppName = false;
 
   constructor(private readonly options: AuthenticatorOptions) {}
 
@@ -123,6 +132,7 @@ export class ConnectionAuthenticator {
     if (!this.sawClientMetadata && isDoc(client)) {
       this.sawClientMetadata = true;
       const appName = isDoc(client.application) ? client.application.name : undefined;
+      this.sawAppName = typeof appName === 'string';
       if (typeof appName === 'string' && !this.current) await this.fromAppName(appName);
     }
     const speculative = cmd.speculativeAuthenticate;
@@ -151,7 +161,7 @@ export class ConnectionAuthenticator {
       this.logFailure(err, mechanism, false);
       throw AUTH_FAILED();
     }
-    return { ...saslDone(), ok: 1 };
+    return { ...saslDone(), ok: OK };
   }
 
   /** Every supported conversation ends in saslStart, so there is never one to continue. */
@@ -169,7 +179,7 @@ export class ConnectionAuthenticator {
     const identity = this.current;
     if (!identity) {
       if (this.appNameError) throw new CommandError('AuthenticationFailed', this.appNameError, 18);
-      throw commandError('Unauthorized', `command ${commandName} requires authentication`);
+      throw commandError('Unauthorized', `command ${commandName} requires authentication${this.sawAppName ? APP_NAME_NOT_A_TOKEN : NO_APP_NAME}`);
     }
     if (identity.expiresAt !== undefined && this.options.now() > identity.expiresAt + CLOCK_TOLERANCE_SECONDS * 1000) {
       // MONGODB-OIDC drivers answer 391 by re-authenticating on this connection and retrying.

@@ -1,4 +1,4 @@
-import { Binary, Int32 } from 'bson';
+import { Binary, Double, Int32 } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { commandHelp, lookupCommand } from '../../src/policy/commands.js';
 import { CommandError } from '../../src/policy/errors.js';
@@ -40,7 +40,8 @@ describe('local answers, from the registry entries', () => {
     expect(local.map((s) => s.name).sort()).toEqual(['connectionStatus', 'hello', 'hostInfo', 'ping', 'whatsmyuri']);
     for (const spec of local) {
       const reply = runLocalCommand(spec.local as SyncLocalHandler, { [spec.name]: 1 }, spec.name, context);
-      expect(reply.ok, spec.name).toBe(1);
+      // A double, as a server sends it (not an int32).
+      expect(reply.ok, spec.name).toEqual(new Double(1));
       expect(reply, spec.name).toEqual(spec.answer!({ [spec.name]: 1 }, spec.name, context));
     }
   });
@@ -56,7 +57,7 @@ describe('local answers, from the registry entries', () => {
       logicalSessionTimeoutMinutes: 30,
       connectionId: 42,
       maxWireVersion: MAX_POLICY_WIRE_VERSION,
-      ok: 1,
+      ok: new Double(1),
     });
     expect(reply.ismaster).toBeUndefined();
     const legacy = runLocalCommand('hello', { isMaster: 1 }, 'isMaster', { ...context, upstreamMaxWireVersion: 13 });
@@ -78,7 +79,7 @@ describe('local answers, from the registry entries', () => {
     });
     const anonymous = runLocalCommand('connectionStatus', { connectionStatus: 1 }, 'connectionStatus', { ...context, authenticatedUser: undefined });
     expect(anonymous.authInfo).toEqual({ authenticatedUsers: [], authenticatedUserRoles: [{ role: 'editor', db: 'app1' }] });
-    expect(runLocalCommand('whatsmyuri', { whatsmyuri: 1 }, 'whatsmyuri', context)).toEqual({ you: '10.0.0.7:50123', ok: 1 });
+    expect(runLocalCommand('whatsmyuri', { whatsmyuri: 1 }, 'whatsmyuri', context)).toEqual({ you: '10.0.0.7:50123', ok: new Double(1) });
   });
 });
 

@@ -1,3 +1,4 @@
+import { Double } from 'bson';
 import { describe, expect, it } from 'vitest';
 import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
 import type { AppLimits, DataAccess } from '../../src/apps/manifest-types.js';
@@ -78,7 +79,7 @@ describe('TokenBucket and AppEntry', () => {
 
   it('answers over-rate commands with the retryable overload error drivers back off on', () => {
     const reply = errorReply(rateLimited(app(), 5, 200));
-    expect(reply).toMatchObject({ ok: 0, code: 462, codeName: 'IngressRequestRateLimitExceeded', errorLabels: ['SystemOverloadedError', 'RetryableError'] });
+    expect(reply).toMatchObject({ ok: new Double(0), code: 462, codeName: 'IngressRequestRateLimitExceeded', errorLabels: ['SystemOverloadedError', 'RetryableError'] });
     expect(rateLimited(app(), 5, 200).extra).toEqual({ baseBackoffMS: 200 });
   });
 });
@@ -114,7 +115,7 @@ describe('data_access', () => {
 describe('max_document_bytes', () => {
   it("refuses with the server's BSONObjectTooLarge shape", () => {
     const reply = errorReply(documentTooLarge(app(), { where: 'documents.0', bytes: 300 }, 100));
-    expect(reply).toMatchObject({ ok: 0, code: 10334, codeName: 'BSONObjectTooLarge' });
+    expect(reply).toMatchObject({ ok: new Double(0), code: 10334, codeName: 'BSONObjectTooLarge' });
     expect(reply.errmsg).toMatch(/^object to insert too large\. size in bytes: 300, max size: 100 /);
   });
 });

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Binary, serialize, type Document } from 'bson';
+import { Binary, Double, serialize, type Document } from 'bson';
 import { ConnectionAuthenticator, type Identity } from '../../src/session/authentication.js';
 import { CommandError } from '../../src/policy/errors.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -106,7 +106,10 @@ describe('before authentication', () => {
     expect(() => auth.check('hello', true)).not.toThrow();
     const err = refused(() => auth.check('find', false));
     expect(err.code).toBe(13);
-    expect(err.message).toBe('command find requires authentication');
+    // No handshake with an appName: the message says how to pass a token, and why an appName may vanish.
+    expect(err.message).toMatch(/^command find requires authentication: this connection presented no token and its handshake carried no appName\. /);
+    expect(err.message).toContain('authMechanism=PLAIN');
+    expect(err.message).toContain('PyMongo and the Java driver drop a longer appName');
   });
 
   it('ignores an appName that is neither a token nor a dev app', async () => {
@@ -115,6 +118,8 @@ describe('before authentication', () => {
     expect(await auth.onHello(hello('tasks'))).toEqual({}); // tasks requires a token
     expect(auth.identity).toBeUndefined();
     expect(logs.filter((l) => l.level !== 30)).toEqual([]);
+    const err = refused(() => auth.check('find', false));
+    expect(err.message).toMatch(/^command find requires authentication: this connection's appName is neither a token nor an app that needs none\. Pass/);
   });
 
   it('lists PLAIN and MONGODB-OIDC when the client asks saslSupportedMechs', async () => {
@@ -179,7 +184,7 @@ describe('SASL PLAIN', () => {
   it('authenticates with the slug as user name and the token as password', async () => {
     const auth = authenticator();
     const reply = await auth.saslStart(plain('tasks', await token({ app: 'tasks', sub: 'bo' })));
-    expect(reply).toEqual({ conversationId: 1, done: true, payload: new Binary(Buffer.alloc(0)), ok: 1 });
+    expect(reply).toEqual({ conversationId: 1, done: true, payload: new Binary(Buffer.alloc(0)), ok: new Double(1) });
     expect(auth.identity).toMatchObject({ sub: 'bo', transport: 'PLAIN' });
     expect(logs.find((l) => l.msg === 'connection authenticated')).toMatchObject({ app_id: 'tasks', transport: 'PLAIN', sub: 'bo', roles: ['reader'] });
   });

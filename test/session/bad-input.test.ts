@@ -5,6 +5,8 @@ import { connect, runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestPr
 import { expectNothingUnderLogicalNames, readPhysical, sandboxOf } from '../helpers/physical.js';
 import { RawClient } from '../../src/testing/wire-client.js';
 import { MsgFlag, OpCode } from '../../src/wire/constants.js';
+import { BsonType, findElement } from '../../src/wire/bson-bytes.js';
+import { parseOpMsg } from '../../src/wire/opmsg.js';
 import { COMPRESSOR, commandMsg, compress, frame, freshRequestId, header, opQuery, rawOpMsg, requestIdOf } from '../wire/frames.js';
 import {
   decodeReply,
@@ -315,6 +317,22 @@ describe('moreToCome and exhaustAllowed', () => {
     expect(next.responseTo).toBe(requestIdOf(ping));
     expect(next.doc).toEqual({ ok: 1 });
     await exchange(c, commandMsg({ killCursors: 'exhaust', cursors: [id], $db: db }));
+  });
+});
+
+describe("the proxy's own replies use the server's types", () => {
+  it.each<[string, Document]>([
+    ['ping', { ping: 1, $db: 'admin' }],
+    ['hello', { hello: 1, $db: 'admin' }],
+    ['whatsmyuri', { whatsmyuri: 1, $db: 'admin' }],
+    ['an error (no such command)', { noSuchCommand: 1, $db: 'admin' }],
+  ])('%s: ok is a double, as a server sends it', async (_what, cmd) => {
+    const c = await open();
+    c.send(commandMsg(cmd));
+    const body = parseOpMsg(await c.nextMessage()).body;
+    const ok = findElement(body, 0, 'ok');
+    expect(ok?.type).toBe(BsonType.DOUBLE);
+    c.destroy();
   });
 });
 

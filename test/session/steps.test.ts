@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Binary, Long, deserialize, serialize, type Document } from 'bson';
+import { Binary, Double, Long, deserialize, serialize, type Document } from 'bson';
 import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
 import type { AppLimits, DataAccess } from '../../src/apps/manifest-types.js';
 import { AppRegistry } from '../../src/apps/registry.js';
@@ -204,7 +204,7 @@ describe('request steps', () => {
     const req = request({ find: 't', $db: 'x' });
     await run(req, s);
     expect([req.outcome, req.reason, req.errorCode]).toEqual([Outcome.REJECTED, 'app_removed', 13]);
-    expect(s.replies[0]).toMatchObject({ ok: 0, code: 13 });
+    expect(s.replies[0]).toMatchObject({ ok: new Double(0), code: 13 });
     expect(s.closedWith).toMatch(/removed/);
   });
 
@@ -353,7 +353,7 @@ describe('request steps', () => {
     const s = new FakeSession(manifest());
     const req = request({ whatsmyuri: 1, $db: 'admin' });
     await run(req, s);
-    expect(s.replies).toEqual([{ you: '127.0.0.1:50000', ok: 1 }]);
+    expect(s.replies).toEqual([{ you: '127.0.0.1:50000', ok: new Double(1) }]);
     expect(s.upstreamSent).toEqual([]);
   });
 

@@ -1,5 +1,6 @@
 import type { Document } from 'bson';
 import { MAX_BSON_OBJECT_SIZE, MAX_WRITE_BATCH_SIZE } from '../../wire/constants.js';
+import { OK } from '../errors.js';
 
 /**
  * The replies of the commands the proxy answers itself (README "How an app connects"). Pure: every
@@ -62,18 +63,18 @@ export const helloReply: LocalAnswer = (cmd, commandName, ctx) => {
     minWireVersion: 0,
     maxWireVersion: Math.min(ctx.upstreamMaxWireVersion, MAX_POLICY_WIRE_VERSION),
     readOnly: false,
-    ok: 1,
+    ok: OK,
   });
   return reply;
 };
 
-export const pingReply: LocalAnswer = () => ({ ok: 1 });
+export const pingReply: LocalAnswer = () => ({ ok: OK });
 
 export const connectionStatusReply: LocalAnswer = (cmd, _name, ctx) => {
   const users = ctx.authenticatedUser ? [ctx.authenticatedUser] : [];
   const authInfo: Document = { authenticatedUsers: users, authenticatedUserRoles: ctx.authenticatedUserRoles };
   if (cmd.showPrivileges === true) authInfo.authenticatedUserPrivileges = [];
-  return { authInfo, ok: 1 };
+  return { authInfo, ok: OK };
 };
 
 export const hostInfoReply: LocalAnswer = (_cmd, _name, { now, host }) => ({
@@ -88,7 +89,7 @@ export const hostInfoReply: LocalAnswer = (_cmd, _name, { now, host }) => ({
   },
   os: { type: host.osType, name: host.osType, version: host.osVersion },
   extra: { note: 'mdb-runtime proxy host' },
-  ok: 1,
+  ok: OK,
 });
 
-export const whatsmyuriReply: LocalAnswer = (_cmd, _name, ctx) => ({ you: ctx.remoteAddress, ok: 1 });
+export const whatsmyuriReply: LocalAnswer = (_cmd, _name, ctx) => ({ you: ctx.remoteAddress, ok: OK });

@@ -1,4 +1,5 @@
 import type { Document } from 'bson';
+import { OK } from '../../policy/errors.js';
 import { MsgFlag } from '../../wire/constants.js';
 import { encodeOpMsg, parseOpMsg } from '../../wire/opmsg.js';
 import { decodeDocument, encodeDocument } from '../../policy/decode.js';
@@ -20,7 +21,7 @@ export async function killCursors(req: Request, s: StepContext): Promise<StepRes
   const scope = req.scope!;
   const kill = (t: CursorTarget[], r: CursorKillReason) => void upstream.killCursors(t, r);
   const { byAddress, notFound } = planKill(upstream.cursors, scope.slug, Array.isArray(cmd.cursors) ? cmd.cursors : []);
-  const merged: Document = { cursorsKilled: [], cursorsNotFound: notFound, cursorsAlive: [], cursorsUnknown: [], ok: 1 };
+  const merged: Document = { cursorsKilled: [], cursorsNotFound: notFound, cursorsAlive: [], cursorsUnknown: [], ok: OK };
   for (const [address, group] of byAddress) {
     const body = encodeDocument({ ...rewritten.body, cursors: group });
     let reply: Buffer | undefined;

@@ -1,4 +1,5 @@
 import type { Document } from 'bson';
+import { OK } from '../../policy/errors.js';
 import { MsgFlag } from '../../wire/constants.js';
 import { encodeOpMsg, parseOpMsg, readdressOpMsg } from '../../wire/opmsg.js';
 import { encodeDocument } from '../../policy/decode.js';
@@ -46,7 +47,7 @@ export function anonymous(req: Request, s: StepContext): StepResult | Promise<St
 
 async function forwardAnonymous(req: Request, s: StepContext): Promise<StepResult> {
   if (req.spec!.name === 'endSessions') {
-    if (!req.moreToCome) s.reply(req, { ok: 1 });
+    if (!req.moreToCome) s.reply(req, { ok: OK });
     return 'done';
   }
   const out = encodeOpMsg(0, 0, req.parsed!.flags & MsgFlag.MORE_TO_COME, encodeDocument({ buildInfo: 1, $db: 'admin' }));

@@ -1,4 +1,5 @@
 import { encodeOpMsg, readdressOpMsg } from '../../wire/opmsg.js';
+import { OK } from '../../policy/errors.js';
 import { rewriteReply } from '../../policy/reply.js';
 import { cursorId, trackCursor } from '../../upstream/index.js';
 import { tooManyCursors } from '../app-limits.js';
@@ -51,7 +52,7 @@ export function reply(req: Request, s: StepContext): StepResult {
     // An upstream without sessions (FerretDB v1): the proxy advertises sessions and has ended what it
     // tracks of them (their cursors), so the command succeeded as far as the client can tell.
     req.reply = undefined;
-    s.reply(req, { ok: 1 });
+    s.reply(req, { ok: OK });
     return 'done';
   }
   const raw = req.upstreamReply!;
