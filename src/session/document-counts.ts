@@ -30,12 +30,15 @@ interface Entry {
   count: number;
   /** Documents admitted since the proxy started (to carry admissions across a refresh in flight). */
   admitted: number;
+  /** Documents admitted whose insert has not been answered yet: a count may not include them. */
+  inFlight: number;
   known: boolean;
   lastUsed: number;
   refreshing: Promise<void> | undefined;
 }
 
-export type CountVerdict = { ok: true; count: number } | { ok: false; count: number };
+/** An admission answers `settle()` once its insert was answered (or failed): until then a count may miss it. */
+export type CountVerdict = { ok: true; count: number; settle: () => void } | { ok: false; count: number };
 
 export class DocumentCounts {
   private readonly entries = new Map<string, Entry>();
@@ -59,7 +62,7 @@ export class DocumentCounts {
   async admit(physical: string, limit: number, adding: number): Promise<CountVerdict> {
     let entry = this.entries.get(physical);
     if (!entry) {
-      entry = { count: 0, admitted: 0, known: false, lastUsed: Date.now(), refreshing: undefined };
+      entry = { count: 0, admitted: 0, inFlight: 0, known: false, lastUsed: Date.now(), refreshing: undefined };
       this.entries.set(physical, entry);
     }
     entry.lastUsed = Date.now();
@@ -67,7 +70,15 @@ export class DocumentCounts {
     if (entry.count + adding > limit) return { ok: false, count: entry.count };
     entry.count += adding;
     entry.admitted += adding;
-    return { ok: true, count: entry.count };
+    entry.inFlight += adding;
+    const admittedTo = entry;
+    let settled = false;
+    const settle = () => {
+      if (settled) return;
+      settled = true;
+      admittedTo.inFlight -= adding;
+    };
+    return { ok: true, count: entry.count, settle };
   }
 
   /** The current estimate, if the collection was ever checked. */
@@ -98,10 +109,12 @@ export class DocumentCounts {
   private refresh(physical: string, entry: Entry): Promise<void> {
     entry.refreshing ??= (async () => {
       const admittedBefore = entry.admitted;
+      const inFlightBefore = entry.inFlight;
       try {
         const counted = await this.source.count(physical);
-        // Inserts admitted while the count ran may or may not be in it: count them (err high).
-        entry.count = counted + (entry.admitted - admittedBefore);
+        // Inserts admitted but not yet answered when the count started, or admitted while it ran, may or
+        // may not be in it: count them (err high; the next refresh corrects).
+        entry.count = counted + inFlightBefore + (entry.admitted - admittedBefore);
         entry.known = true;
         this.warned = false;
       } catch (err) {

@@ -51,6 +51,8 @@ export class Request {
   rewritten: RewrittenCommand | undefined = undefined;
   /** The app's upstream share its round trips count against (undefined: not an app's command). */
   share: AppShare | undefined = undefined;
+  /** Settles an insert admitted by limits.max_documents_per_collection once it is answered (src/session/document-counts.ts). */
+  settleCount: (() => void) | undefined = undefined;
   /** The upstream reply's bytes, and the server that sent it. */
   upstreamReply: Buffer | undefined = undefined;
   upstreamAddress = '';

@@ -110,6 +110,18 @@ export class UpstreamTopology extends EventEmitter {
       .finally(() => (this.waking = undefined));
   }
 
+  /**
+   * Whether the upstream is a standalone server: its last writable server's type (kept through an
+   * outage, so that the proxy's handshake does not change while the server is away).
+   */
+  isStandalone(): boolean {
+    const type = this.trySelect()?.type;
+    if (type !== undefined) this.lastType = type;
+    return this.lastType === 'Standalone';
+  }
+
+  private lastType: string | undefined;
+
   /** The wire version the proxy may claim: what the selected upstream server speaks. */
   maxWireVersion(): number | undefined {
     return this.trySelect()?.maxWireVersion;

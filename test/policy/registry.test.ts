@@ -14,6 +14,7 @@ const context: LocalAnswerContext = {
   connectionId: 42,
   remoteAddress: '10.0.0.7:50123',
   upstreamMaxWireVersion: 25,
+  upstreamStandalone: false,
   maxMessageSize: 48_000_000,
   logicalSessionTimeoutMinutes: 30,
   authenticatedUser: { user: 'app1', db: '$external' },
@@ -59,6 +60,10 @@ describe('local answers, from the registry entries', () => {
       maxWireVersion: MAX_POLICY_WIRE_VERSION,
       ok: new Double(1),
     });
+    // Before a standalone upstream it presents itself as one (no msg): drivers neither retry writes nor pin.
+    const standalone = runLocalCommand('hello', { hello: 1 }, 'hello', { ...context, upstreamStandalone: true });
+    expect(standalone.msg).toBeUndefined();
+    expect(standalone).toMatchObject({ isWritablePrimary: true, logicalSessionTimeoutMinutes: 30 });
     expect(reply.ismaster).toBeUndefined();
     const legacy = runLocalCommand('hello', { isMaster: 1 }, 'isMaster', { ...context, upstreamMaxWireVersion: 13 });
     expect(legacy.ismaster).toBe(true);

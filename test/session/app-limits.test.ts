@@ -125,13 +125,15 @@ describe('DocumentCounts (max_documents_per_collection)', () => {
     let upstream = 3;
     let counted = 0;
     const counts = new DocumentCounts({ count: () => Promise.resolve((counted++, upstream)) }, { refreshMS: 50 });
-    expect(await counts.admit('shop_c', 5, 2)).toEqual({ ok: true, count: 5 });
+    const admitted = await counts.admit('shop_c', 5, 2);
+    expect(admitted).toMatchObject({ ok: true, count: 5 });
     expect(await counts.admit('shop_c', 5, 1)).toEqual({ ok: false, count: 5 });
     expect(counted).toBe(1);
     // Concurrent first inserts into another collection share one count.
     const both = await Promise.all([counts.admit('shop_d', 2, 1), counts.admit('shop_d', 2, 1)]);
     expect(both.map((v) => v.ok)).toEqual([false, false]);
     expect(counted).toBe(2);
+    if (admitted.ok) admitted.settle(); // the insert was answered
     upstream = 0; // documents deleted: the background refresh sees it
     counts.start();
     await expect.poll(() => counts.estimate('shop_c'), { timeout: 5000, interval: 50 }).toBe(0);
@@ -139,9 +141,26 @@ describe('DocumentCounts (max_documents_per_collection)', () => {
     expect((await counts.admit('shop_c', 5, 5)).ok).toBe(true);
   });
 
+  it('keeps admitted inserts that are not answered yet in the estimate, whatever a count says meanwhile', async () => {
+    // The upstream does not hold the admitted documents yet (their insert is still on its way).
+    let counted = 0;
+    const counts = new DocumentCounts({ count: () => Promise.resolve((counted++, 0)) }, { refreshMS: 20 });
+    const first = await counts.admit('shop_c', 5, 3);
+    expect(first).toMatchObject({ ok: true, count: 3 });
+    counts.start();
+    // Background counts of 0 complete; the 3 documents in flight stay counted.
+    await expect.poll(() => counted, { timeout: 5000, interval: 10 }).toBeGreaterThan(3);
+    expect(counts.estimate('shop_c')).toBe(3);
+    expect(await counts.admit('shop_c', 5, 3)).toEqual({ ok: false, count: 3 });
+    // Once the insert is answered the counts are trusted again (here: the upstream still says 0).
+    if (first.ok) first.settle();
+    await expect.poll(() => counts.estimate('shop_c'), { timeout: 5000, interval: 25 }).toBe(0);
+    counts.stop();
+  });
+
   it('admits on the last estimate when the upstream cannot count', async () => {
     const counts = new DocumentCounts({ count: () => Promise.reject(new Error('down')) });
-    expect(await counts.admit('shop_c', 1, 1)).toEqual({ ok: true, count: 1 });
+    expect(await counts.admit('shop_c', 1, 1)).toMatchObject({ ok: true, count: 1 });
     expect(await counts.admit('shop_c', 1, 1)).toEqual({ ok: false, count: 1 });
   });
 });

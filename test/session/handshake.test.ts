@@ -11,6 +11,8 @@ import { makeScope } from '../../src/policy/scope.js';
 
 /** A second dev app, to show two apps using the same session id reach different upstream sessions. */
 const OTHER_APP = 'slug: other\nname: Other\nauth_required: false\n';
+/** A standalone upstream: the proxy presents itself as a standalone, so drivers do not retry writes. */
+const standalone = inject('upstreamIsStandalone');
 
 /** An upstream request's body decoded without promoting values (txnNumber stays an int64). */
 function exactBody(m: RelayedMessage): Document {
@@ -61,12 +63,12 @@ describe('handshake answered by the proxy as a mongos', () => {
     await direct?.close();
   });
 
-  it.each([['hello'], ['isMaster'], ['ismaster']])('answers %s with the mongos fields and nothing the proxy does not do', async (name) => {
+  it.each([['hello'], ['isMaster'], ['ismaster']])('answers %s with the mongos fields (a standalone before a standalone upstream) and nothing the proxy does not do', async (name) => {
     const raw = await RawClient.connect(proxy.port);
     const reply = await raw.command({ [name]: 1, helloOk: true, compression: ['zlib', 'snappy'], $db: 'admin' });
     raw.destroy();
     expect(reply.ok).toBe(1);
-    expect(reply.msg).toBe('isdbgrid');
+    expect(reply.msg).toBe(standalone ? undefined : 'isdbgrid');
     expect(reply[name === 'hello' ? 'isWritablePrimary' : 'ismaster']).toBe(true);
     expect(reply.helloOk).toBe(true);
     expect(reply.maxWireVersion).toBe(Math.min(upstreamWire, 21));
@@ -107,7 +109,7 @@ describe('handshake answered by the proxy as a mongos', () => {
     expect(sent.includes(Buffer.from(marker))).toBe(false);
   });
 
-  it('tells drivers to use sessions and retryable writes; forwards txnNumber unchanged and the lsid mapped for the app', async () => {
+  it('tells drivers to use sessions (and retryable writes when the upstream backs them); forwards txnNumber unchanged and the lsid mapped for the app', async () => {
     const started: CommandStartedEvent[] = [];
     const client = await connect(proxy.uri('playground'), { retryWrites: true, monitorCommands: true });
     client.on('commandStarted', (e) => started.push(e));
@@ -120,9 +122,10 @@ describe('handshake answered by the proxy as a mongos', () => {
     await session.endSession();
 
     // The driver only sends txnNumber to a server that supports retryable writes (a mongos with
-    // logicalSessionTimeoutMinutes): it did, so the proxy's hello said so.
+    // logicalSessionTimeoutMinutes): it does when the upstream backs them, and not before a standalone.
     const clientInsert = started.find((e) => e.commandName === 'insert')!.command;
-    const txnNumber = int64(clientInsert.txnNumber);
+    const txnNumber = standalone ? undefined : int64(clientInsert.txnNumber);
+    if (standalone) expect(clientInsert.txnNumber).toBeUndefined();
     expect(idBytes((clientInsert.lsid as Document).id).equals(clientId)).toBe(true);
 
     // Upstream: the insert on the app's physical collection, with the same txnNumber (an int64 of the
@@ -132,7 +135,8 @@ describe('handshake answered by the proxy as a mongos', () => {
     const upstreamInsert = upstreamInserts[0]!;
     expect(upstreamInsert.insert).toBe(physicalName('playground', 'sessions'));
     expect(upstreamInsert.$db).toBe(physical);
-    expect(int64(upstreamInsert.txnNumber)).toBe(txnNumber);
+    if (txnNumber === undefined) expect(upstreamInsert.txnNumber).toBeUndefined();
+    else expect(int64(upstreamInsert.txnNumber)).toBe(txnNumber);
     const scope = makeScope('playground', proxy.database, proxy.tagField);
     const mapped = idBytes(mapSessionId(scope, new Binary(clientId, Binary.SUBTYPE_UUID)));
     expect(mapped.equals(clientId)).toBe(false);
@@ -159,7 +163,7 @@ describe('handshake answered by the proxy as a mongos', () => {
           insert: 'same_session',
           documents: [{ by: app }],
           lsid,
-          txnNumber: Long.fromNumber(7),
+          ...(standalone ? {} : { txnNumber: Long.fromNumber(7) }),
           $db: 'handshake_test',
         });
         expect(reply).toMatchObject({ ok: 1, n: 1 });
@@ -167,7 +171,7 @@ describe('handshake answered by the proxy as a mongos', () => {
         const inserts = sent.filter((m) => m.command === 'insert').map(exactBody);
         expect(inserts).toHaveLength(1);
         expect(inserts[0]!.insert).toBe(physicalName(app, 'same_session'));
-        expect(int64(inserts[0]!.txnNumber)).toBe(7n);
+        if (!standalone) expect(int64(inserts[0]!.txnNumber)).toBe(7n);
         upstreamIds[app] = idBytes((inserts[0]!.lsid as Document).id);
         const expected = idBytes(mapSessionId(makeScope(app, proxy.database, proxy.tagField), lsid.id));
         expect(upstreamIds[app]!.equals(expected)).toBe(true);
@@ -179,6 +183,31 @@ describe('handshake answered by the proxy as a mongos', () => {
     expect(upstreamIds.playground!.equals(upstreamIds.other!)).toBe(false);
     for (const app of ['playground', 'other']) {
       expect(await readPhysical(direct, sandboxOf(proxy, app), 'same_session', { withoutId: true })).toEqual([{ by: app }]);
+    }
+  });
+
+  it.runIf(standalone)('before a standalone upstream, answers a transaction number as mongod does (IllegalOperation 20), sending nothing', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    try {
+      await raw.command({ hello: 1, client: { application: { name: 'playground' } }, $db: 'admin' });
+      const before = relay.messages.length;
+      const lsid = { id: new Binary(Buffer.alloc(16, 3), Binary.SUBTYPE_UUID) };
+      for (const cmd of [
+        { insert: 'no_txn', documents: [{ a: 1 }], lsid, txnNumber: Long.fromNumber(1), $db: 'handshake_test' },
+        { find: 'no_txn', lsid, txnNumber: Long.fromNumber(2), startTransaction: true, autocommit: false, $db: 'handshake_test' },
+        { update: 'no_txn', updates: [{ q: {}, u: { $inc: { n: 1 } } }], lsid, txnNumber: Long.fromNumber(3), $db: 'handshake_test' },
+      ]) {
+        expect(await raw.command(cmd)).toEqual({
+          ok: 0,
+          code: 20,
+          codeName: 'IllegalOperation',
+          errmsg: 'Transaction numbers are only allowed on a replica set member or mongos',
+        });
+      }
+      expect(relay.messages.slice(before).filter((m) => ['insert', 'find', 'update'].includes(m.command))).toEqual([]);
+      expect(await readPhysical(direct, sandboxOf(proxy, 'playground'), 'no_txn')).toEqual([]);
+    } finally {
+      raw.destroy();
     }
   });
 });

@@ -90,7 +90,7 @@ class FakeSession implements StepContext {
         this.killed.push(...targets);
         return targets.length;
       },
-      topology: { maxWireVersion: () => 21 },
+      topology: { maxWireVersion: () => 21, isStandalone: () => false },
     };
     this.ctx = {
       upstream: upstream as unknown as ProxyContext['upstream'],

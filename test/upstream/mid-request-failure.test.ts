@@ -42,20 +42,56 @@ describe('upstream connection failing mid-request', () => {
     await client.close();
   });
 
-  it('lets the driver retry a write that never reached the upstream: stored exactly once', async () => {
+  it('a write that never reached the upstream: retried and stored exactly once where retryable writes exist; on a standalone, failed as a network error and stored nowhere', async () => {
+    const standalone = inject('upstreamIsStandalone');
     const client = await connect(proxy.uri('playground'), { retryWrites: true, maxPoolSize: 1 });
     const col = client.db(db).collection('retry');
     await col.insertOne({ warm: true }); // the connection is established before the cut is armed
     const cut = relay.cutNext('insert');
-    const result = await col.insertOne({ k: 'once' });
+    const attempt = col.insertOne({ k: 'once' }).then(
+      (r) => ({ ok: r.acknowledged, error: undefined }),
+      (err: Error) => ({ ok: false, error: err }),
+    );
+    const outcome = await attempt;
     await cut;
-    expect(result.acknowledged).toBe(true);
-    expect(await col.countDocuments({ k: 'once' })).toBe(1);
+    if (standalone) {
+      // The proxy presents a standalone upstream as one: the driver does not retry writes there (as
+      // directly against it), so the error is the network's, never a false duplicate key.
+      expect(outcome.ok).toBe(false);
+      expect(outcome.error?.name).toMatch(/MongoNetworkError|MongoServerSelectionError|PoolClearedError/);
+    } else {
+      expect(outcome.ok).toBe(true);
+    }
+    expect(await col.countDocuments({ k: 'once' })).toBe(standalone ? 0 : 1);
     await client.close();
-    // Read directly: stored exactly once, in the app's physical collection, tagged.
+    // Read directly: stored at most once, in the app's physical collection, tagged.
     const stored = await readPhysical(direct, sandbox, 'retry', { sort: { _id: 1 }, withoutId: true });
-    expect(stored).toEqual([{ warm: true }, { k: 'once' }]);
+    expect(stored).toEqual(standalone ? [{ warm: true }] : [{ warm: true }, { k: 'once' }]);
     await expectNothingUnderLogicalNames(direct, sandbox, db, ['retry']);
+  });
+
+  it('a write whose reply is lost after the upstream applied it is never applied twice (a retried $inc counts once)', async () => {
+    const standalone = inject('upstreamIsStandalone');
+    const client = await connect(proxy.uri('playground'), { retryWrites: true, maxPoolSize: 1 });
+    const col = client.db(db).collection<{ _id: string; n: number }>('lost_reply');
+    await col.insertOne({ _id: 'counter', n: 0 });
+    relay.watch('LOST-REPLY-MARK');
+    relay.hold();
+    const attempt = col.updateOne({ _id: 'counter' }, { $inc: { n: 1 }, $set: { mark: 'LOST-REPLY-MARK' } }).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    // The upstream has applied it and answered: the answer is dropped with every relayed connection.
+    await relay.heldMarkedReply();
+    relay.destroyAll();
+    relay.release();
+    const error = await attempt;
+    if (standalone) expect(error?.name).toMatch(/MongoNetworkError|PoolClearedError/);
+    else expect(error).toBeUndefined();
+    // Whatever the client saw, the increment happened exactly once.
+    const stored = await readPhysical(direct, sandbox, 'lost_reply');
+    expect(stored).toEqual([{ _id: 'counter', n: 1, mark: 'LOST-REPLY-MARK' }]);
+    await client.close();
   });
 
   it('retries a read the same way', async () => {

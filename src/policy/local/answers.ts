@@ -16,6 +16,8 @@ export interface LocalCommandContext {
   connectionId: number;
   remoteAddress: string;
   upstreamMaxWireVersion: number;
+  /** The upstream is a standalone server (no replica set, no mongos): what it cannot back is not advertised. */
+  upstreamStandalone: boolean;
   maxMessageSize: number;
   logicalSessionTimeoutMinutes: number;
   authenticatedUser: { user: string; db: string } | undefined;
@@ -43,8 +45,10 @@ export interface LocalAnswerContext extends LocalCommandContext {
 export type LocalAnswer = (cmd: Document, commandName: string, ctx: LocalAnswerContext) => Document;
 
 /**
- * The handshake reply, as a mongos: msg "isdbgrid" so drivers pin transactions and keep retryable
- * writes on; no topologyVersion (no streaming monitoring through the proxy); no compression;
+ * The handshake reply, as a mongos (msg "isdbgrid", so drivers pin transactions and keep retryable
+ * writes on) when the upstream is a replica set or a sharded cluster; as a standalone when it is one, so
+ * that drivers neither retry writes nor start transactions it cannot back (README, "How an app
+ * connects"). No topologyVersion (no streaming monitoring through the proxy); no compression;
  * maxWireVersion capped at what the policy layer understands.
  */
 export const helloReply: LocalAnswer = (cmd, commandName, ctx) => {
@@ -52,8 +56,8 @@ export const helloReply: LocalAnswer = (cmd, commandName, ctx) => {
   if (cmd.helloOk === true) reply.helloOk = true;
   if (commandName === 'hello') reply.isWritablePrimary = true;
   else reply.ismaster = true;
+  if (!ctx.upstreamStandalone) reply.msg = 'isdbgrid';
   Object.assign(reply, {
-    msg: 'isdbgrid',
     maxBsonObjectSize: MAX_BSON_OBJECT_SIZE,
     maxMessageSizeBytes: ctx.maxMessageSize,
     maxWriteBatchSize: MAX_WRITE_BATCH_SIZE,

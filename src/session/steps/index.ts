@@ -27,5 +27,8 @@ export async function run(req: Request, s: StepContext, steps: readonly Step[] =
     if (req.share) req.share.usage.served(s.timed ? req.start : undefined);
   } catch (err) {
     answerError(req, s, err);
+  } finally {
+    // An admitted insert is answered (or failed): the document counts may now trust an upstream count.
+    req.settleCount?.();
   }
 }

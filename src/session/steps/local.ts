@@ -81,6 +81,7 @@ export function localContext(s: StepContext): LocalCommandContext {
       return s.remoteAddress;
     },
     upstreamMaxWireVersion: s.ctx.upstream.topology.maxWireVersion() ?? MAX_POLICY_WIRE_VERSION,
+    upstreamStandalone: s.ctx.upstream.topology.isStandalone(),
     maxMessageSize: s.ctx.limits.maxMessageSize,
     logicalSessionTimeoutMinutes: s.ctx.limits.logicalSessionTimeoutMinutes,
     authenticatedUser: identity ? { user: identity.sub ?? identity.app.slug, db: '$external' } : undefined,

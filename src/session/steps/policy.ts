@@ -3,7 +3,8 @@ import { rewriteCommand } from '../../policy/rewrite.js';
 import type { RewrittenCommand } from '../../policy/handler.js';
 import type { AppManifest } from '../../apps/manifests.js';
 import { allowedCollections, checkDataAccess, documentTooLarge, restrictListing, tooManyDocuments } from '../app-limits.js';
-import { policyReason, rejectedAs } from '../rejection.js';
+import { Rejected, policyReason, rejectedAs } from '../rejection.js';
+import { commandError } from '../../policy/errors.js';
 import type { Request } from '../request.js';
 import type { StepContext, StepResult } from './step.js';
 
@@ -17,6 +18,11 @@ export function policy(req: Request, s: StepContext): StepResult | Promise<StepR
   const app = live.manifest;
   const spec = req.spec!;
   const scope = (req.scope = s.binding.scopeFor(app.slug, app.exposeTag));
+  // A standalone upstream has no retryable writes and no transactions: the proxy presents itself as a
+  // standalone then (src/policy/local/answers.ts), and answers a transaction number as mongod does.
+  if (req.cmd!.txnNumber !== undefined && s.ctx.upstream.topology.isStandalone()) {
+    throw new Rejected('invalid_request', commandError('IllegalOperation', 'Transaction numbers are only allowed on a replica set member or mongos'));
+  }
   let rewritten: RewrittenCommand;
   try {
     rewritten = rewriteCommand(scope, spec, req.name, req.cmd!, req.parsed!.sequences);
@@ -67,6 +73,7 @@ async function admitDocuments(req: Request, s: StepContext): Promise<StepResult>
   try {
     const verdict = await s.ctx.documentCounts!.admit(req.scope!.prefix + collection, max, adding);
     if (!verdict.ok) throw tooManyDocuments(app, collection, verdict.count, adding, max);
+    req.settleCount = verdict.settle;
   } catch (err) {
     req.usage!.refused++;
     throw err;
