@@ -1,3 +1,5 @@
+import { isDoc } from './scope.js';
+
 /**
  * BSON values as the server orders and names them, for the proxy's own evaluator (match.ts). Values
  * are js-bson's, decoded without promotion (Int32, Double, Long, Decimal128 wrappers), or plain
@@ -19,8 +21,12 @@ interface Tagged {
   readonly _bsontype: string;
 }
 
+/**
+ * The js-bson class of a value; undefined for a plain document, even one with a `_bsontype` key (a
+ * document is told from a BSON value by its prototype, never by its keys: docs/security.md).
+ */
 function bsonTypeOf(v: object): string | undefined {
-  return '_bsontype' in v ? String((v as Tagged)._bsontype) : undefined;
+  return !isDoc(v) && '_bsontype' in v ? String((v as Tagged)._bsontype) : undefined;
 }
 
 /** The server's name for a value's type (`$type`), 'missing' for an absent field. */

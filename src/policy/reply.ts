@@ -1,5 +1,4 @@
-import { BsonType, findElement } from '../wire/bson-bytes.js';
-import { replyFailed } from '../wire/reply-status.js';
+import { ReplyView } from '../wire/reply-status.js';
 import { rewriteCursorReply, rewriteDocumentField, stripField } from '../wire/bson-edit.js';
 import { decodeDocument, encodeDocument } from './decode.js';
 import type { CursorView, ReplyPlan } from './handler.js';
@@ -11,17 +10,18 @@ import { appViewPipeline } from './view-pipeline.js';
  * Rewrites a reply body for the app (pure; the data plane swaps the body). Replies that carry documents
  * (cursor batches, findAndModify's `value`) are edited at the byte level; the rare replies that need a
  * structural change (errors naming physical collections, listCollections, listIndexes) are decoded.
- * Returns `body` itself when nothing changes. `failed`: replyFailed(body), when the caller has it already.
+ * Returns `body` itself when nothing changes. `view`: the reply read once (src/wire/reply-status.ts),
+ * when the caller has it already.
  */
-export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer, failed = replyFailed(body)): Buffer {
-  if (failed) return mapErrors(scope, plan, body);
+export function rewriteReply(scope: AppScope, plan: ReplyPlan, body: Buffer, view = new ReplyView(body)): Buffer {
+  if (view.failed) return mapErrors(scope, plan, body);
   switch (plan.kind) {
     case 'plain':
       return mapNames(scope, plan.appDb, plan.collections, body);
     case 'findAndModify':
       return scope.exposeTag ? body : rewriteDocumentField(body, 'value', (doc) => stripField(doc, scope.tagField));
     case 'cursor':
-      return rewriteDocuments(scope, plan.view, body);
+      return rewriteDocuments(scope, plan.view, body, view.cursorNs);
     case 'explain':
       return mapExplain(scope, plan.appDb, plan.collections, body);
   }
@@ -108,14 +108,12 @@ function mapExplain(scope: AppScope, appDb: string, collections: readonly string
 
 /** The reply to a cursor-opening command or a getMore, shown as the cursor's view says. */
 export function rewriteCursorBatch(scope: AppScope, view: CursorView, body: Buffer): Buffer {
-  if (replyFailed(body)) return mapErrors(scope, { kind: 'plain', appDb: view.appDb, collections: [] }, body);
-  return rewriteDocuments(scope, view, body);
+  return rewriteReply(scope, { kind: 'cursor', view, collections: [] }, body);
 }
 
-/** rewriteCursorBatch once the reply is known not to be an error. */
-function rewriteDocuments(scope: AppScope, view: CursorView, body: Buffer): Buffer {
+/** A cursor reply known not to be an error; `ns`: its cursor's namespace, as the reply view read it. */
+function rewriteDocuments(scope: AppScope, view: CursorView, body: Buffer, ns: string | undefined): Buffer {
   if (view.kind === 'documents') {
-    const ns = cursorNs(body);
     return rewriteCursorReply(body, {
       ns: ns === undefined ? undefined : logicalNamespace(scope, view.appDb, ns) ?? `${view.appDb}.$cmd`,
       stripField: scope.exposeTag && view.hideTag !== true ? undefined : scope.tagField,
@@ -137,14 +135,6 @@ function rewriteDocuments(scope: AppScope, view: CursorView, body: Buffer): Buff
           : showChangeEvents(scope, view.appDb, batch);
   }
   return encodeDocument(reply);
-}
-
-function cursorNs(body: Buffer): string | undefined {
-  const cursor = findElement(body, 0, 'cursor');
-  if (!cursor || cursor.type !== BsonType.DOCUMENT) return undefined;
-  const ns = findElement(body, cursor.valueStart, 'ns');
-  if (!ns || ns.type !== BsonType.STRING) return undefined;
-  return body.toString('utf8', ns.valueStart + 4, ns.valueEnd - 1);
 }
 
 /**

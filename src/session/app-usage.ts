@@ -116,22 +116,19 @@ export class AppEntry {
     return this.slotWaiters.length;
   }
 
+  /** Takes one of the app's `limit` upstream connection slots if one is free and nobody waits (the common case). */
+  tryTakeUpstreamSlot(limit: number): boolean {
+    if (this.upstreamInUse >= limit || this.slotWaiters.length > 0) return false;
+    this.upstreamInUse++;
+    return true;
+  }
+
   /**
-   * Takes one of the app's `limit` upstream connection slots: true when taken at once (no promise, the
-   * common case), else a promise that settles when one is released to this request (FIFO) or rejects
-   * with `timeout()` after `timeoutMS`, or with `abandoned()` when `signal` aborts (the client left).
+   * Waits in line for one of the app's slots (after tryTakeUpstreamSlot said no): settles when one is
+   * released to this request (FIFO), or rejects with `timeout()` after `timeoutMS`, or with
+   * `abandoned()` when `signal` aborts (the client left).
    */
-  takeUpstreamSlot(
-    limit: number,
-    timeoutMS: number,
-    signal: AbortSignal,
-    timeout: () => Error,
-    abandoned: () => Error,
-  ): true | Promise<void> {
-    if (this.upstreamInUse < limit && this.slotWaiters.length === 0) {
-      this.upstreamInUse++;
-      return true;
-    }
+  waitUpstreamSlot(timeoutMS: number, signal: AbortSignal, timeout: () => Error, abandoned: () => Error): Promise<void> {
     return this.slotWaiters.wait(
       timeoutMS,
       () => {

@@ -1,6 +1,6 @@
 import { Long } from 'bson';
 import { sessionKey, type CursorRegistry, type CursorTarget } from './cursors.js';
-import type { ReplyView } from './reply-view.js';
+import type { ReplyView } from '../wire/reply-status.js';
 
 /** What a command does to cursors (the command table's `cursor`). */
 export type CursorEffect = 'opens' | 'continues' | 'kills';
@@ -46,7 +46,7 @@ export function trackCursor(registry: CursorRegistry, kill: Kill, r: CursorReply
   }
   const id = reply.cursorId;
   if (r.effect === 'opens' && id !== 0n) {
-    const target = { id, address: r.address, ns: reply.cursorNs };
+    const target = { id, address: r.address, ns: reply.cursorNs ?? '' };
     if (r.clientGone) {
       kill([target], 'client_closed');
       return 'orphaned';
@@ -55,7 +55,7 @@ export function trackCursor(registry: CursorRegistry, kill: Kill, r: CursorReply
       kill([target], 'open_cursors_limit');
       return 'over_limit';
     }
-    registry.register(id, r.address, r.owner, r.view, reply.cursorNs, sessionKey(r.lsid), r.awaitData);
+    registry.register(id, r.address, r.owner, r.view, reply.cursorNs ?? '', sessionKey(r.lsid), r.awaitData);
   }
   if (r.effect === 'continues' && id === 0n && r.requested !== undefined) registry.remove(r.requested);
   return 'ok';

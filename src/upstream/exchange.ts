@@ -12,7 +12,8 @@ export interface ClientSide {
 
 /** An app's upstream connection slots (limits.upstream_connections): the session's per-app usage. */
 export interface UpstreamSlots {
-  takeUpstreamSlot(limit: number, timeoutMS: number, signal: AbortSignal, timeout: () => Error, abandoned: () => Error): true | Promise<void>;
+  tryTakeUpstreamSlot(limit: number): boolean;
+  waitUpstreamSlot(timeoutMS: number, signal: AbortSignal, timeout: () => Error, abandoned: () => Error): Promise<void>;
   releaseUpstreamSlot(limit: number): void;
   upstreamTimeouts: number;
 }
@@ -52,9 +53,9 @@ export class Exchange {
    */
   async send(address: string, msg: Buffer, moreToCome: boolean, timeoutMS: number, share: UpstreamShare | undefined, timing: UpstreamTiming): Promise<Buffer | undefined> {
     if (this.client.gone) throw new ClientGoneError();
-    if (share) {
-      const slot = share.usage.takeUpstreamSlot(share.connections, share.waitMS, this.client.signal, () => share.overShare(), () => new ClientGoneError());
-      if (slot !== true) await slot;
+    // The common case takes a slot at once, with nothing allocated; only a wait needs its errors.
+    if (share && !share.usage.tryTakeUpstreamSlot(share.connections)) {
+      await share.usage.waitUpstreamSlot(share.waitMS, this.client.signal, () => share.overShare(), () => new ClientGoneError());
     }
     try {
       return await this.onPool(address, msg, moreToCome, timeoutMS, share, timing);

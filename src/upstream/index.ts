@@ -16,7 +16,6 @@ export type { ConnectionPool } from './pool.js';
 export { CursorRegistry, sessionKey, type CursorTarget } from './cursors.js';
 export { AcquireAbandonedError } from './pool.js';
 export { ClientGoneError, UnreachableError } from './errors.js';
-export { ReplyView } from './reply-view.js';
 export { Router, type RoutedCommand } from './routing.js';
 export { Exchange, type ClientSide, type UpstreamShare, type UpstreamSlots, type UpstreamTiming } from './exchange.js';
 export { cursorId, endSessionCursors, killDeparted, planKill, trackCursor, type CursorReply, type KillPlan, type Tracked } from './cursor-ops.js';

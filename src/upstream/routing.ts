@@ -1,7 +1,7 @@
 import type { SelectedServer } from './topology.js';
 import type { TransactionPins } from './pins.js';
 import { sessionKey } from './cursors.js';
-import type { ReplyView } from './reply-view.js';
+import type { ReplyView } from '../wire/reply-status.js';
 import { UnreachableError } from './errors.js';
 
 /** What routing needs of a command: its transaction fields and whether it ends or continues one. */

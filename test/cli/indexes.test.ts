@@ -6,7 +6,7 @@ import { runIndexes, type IndexesOptions } from '../../src/cli/indexes.js';
 import { CliError } from '../../src/cli/token.js';
 import { LeaseManager } from '../../src/indexes/index.js';
 import { uniqueDb } from '../helpers/proxy.js';
-import { appWith, idx, upstreamIndexes } from '../indexes/helpers.js';
+import { appWith, idx, planTable, upstreamIndexes } from '../indexes/helpers.js';
 import { CliProcess } from './cli-process.js';
 import { assertBuilt, tempConfig } from '../../src/testing/processes.js';
 
@@ -49,18 +49,6 @@ async function run(options: IndexesOptions, apps: AppManifest[]): Promise<{ code
   return { code, lines };
 }
 
-/** The table rows (APP, COLLECTION, INDEX, ACTION, DETAIL) printed after the header line `header`. */
-function table(lines: string[], from = 0): string[][] {
-  const start = lines.findIndex((l, i) => i >= from && l.startsWith('APP '));
-  expect(start, lines.join('\n')).toBeGreaterThanOrEqual(0);
-  const rows: string[][] = [];
-  for (const line of lines.slice(start + 1)) {
-    const cells = line.split(/ {2,}/);
-    if (cells.length < 4) break;
-    rows.push(cells);
-  }
-  return rows;
-}
 
 /** An app with one index of each outcome on collection t (after seeding `<slug>_t`). */
 async function seeded(database: string, slug: string): Promise<AppManifest> {
@@ -81,7 +69,7 @@ describe('mdb-runtime indexes (in process)', () => {
     const app = await seeded(database, 'plan_app');
     const { code, lines } = await run({ config: dir }, [app, appWith('bare', {})]);
     expect(code).toBe(0);
-    expect(table(lines)).toEqual([
+    expect(planTable(lines)).toEqual([
       ['plan_app', 't', 'in_place', 'ok'],
       ['plan_app', 't', 'missing', 'create'],
       ['plan_app', 't', 'drifted', 'drift', "unique: manifest true, upstream absent (reported only: reconcile is 'report')"],
@@ -99,7 +87,7 @@ describe('mdb-runtime indexes (in process)', () => {
     const { code, lines } = await run({ config: dir, apply: true }, [app]);
     expect(code, lines.join('\n')).toBe(0);
     // The plan printed first says what --apply will do.
-    expect(table(lines)).toContainEqual(['apply_app', 't', 'drifted', 'drift', 'unique: manifest true, upstream absent (will be replaced)']);
+    expect(planTable(lines)).toContainEqual(['apply_app', 't', 'drifted', 'drift', 'unique: manifest true, upstream absent (will be replaced)']);
     const progress = lines.filter((l) => /^\[\d+\/\d+\] /.test(l)).map((l) => l.replace(/ in \d+ ms$/, ' in N ms'));
     const ns = `${database}.apply_app_t`;
     expect(progress).toEqual([
@@ -112,7 +100,7 @@ describe('mdb-runtime indexes (in process)', () => {
       `[3/3] apply_app: building index missing on t (${ns}) ...`,
       `[3/3] apply_app: building index missing on t (${ns}): done in N ms`,
     ]);
-    const result = table(lines, lines.indexOf('result:'));
+    const result = planTable(lines, lines.indexOf('result:'));
     expect(result).toEqual([
       ['apply_app', 't', 'in_place', 'ok'],
       ['apply_app', 't', 'missing', 'ok'],
@@ -137,7 +125,7 @@ describe('mdb-runtime indexes (in process)', () => {
     const { code, lines } = await run({ config: dir, apply: true }, [app]);
     expect(code).toBe(1);
     expect(lines.find((l) => l.includes('building index e on t') && l.includes('FAILED'))).toMatch(/same values for this unique index/);
-    const result = table(lines, lines.indexOf('result:'));
+    const result = planTable(lines, lines.indexOf('result:'));
     expect(result.map((r) => r.slice(0, 4))).toEqual([
       ['dup_app', 't', 'e', 'error'],
       ['dup_app', 't', 'f', 'ok'],
@@ -150,7 +138,7 @@ describe('mdb-runtime indexes (in process)', () => {
     const apps = [appWith('one', { t: [idx('x', [['x', 1]])] }), appWith('two', { t: [idx('y', [['y', 1]])] })];
     const { code, lines } = await run({ config: dir, app: 'two' }, apps);
     expect(code).toBe(0);
-    expect(table(lines).map((r) => r.slice(0, 4))).toEqual([['two', 't', 'y', 'create']]);
+    expect(planTable(lines).map((r) => r.slice(0, 4))).toEqual([['two', 't', 'y', 'create']]);
     await expect(run({ config: dir, app: 'three' }, apps)).rejects.toThrow(CliError);
     await expect(run({ config: dir, app: 'three' }, apps)).rejects.toThrow(/no app 'three' in .* \(apps: one, two\)/);
   });
@@ -182,7 +170,7 @@ describe('mdb-runtime indexes (in process)', () => {
     });
     const { code, lines } = await run({ config: dir, apply: true }, [app]);
     expect(code, lines.join('\n')).toBe(0);
-    const result = table(lines, lines.indexOf('result:'));
+    const result = planTable(lines, lines.indexOf('result:'));
     if (!ferret) {
       expect(result.map((r) => r[3])).toEqual(['ok', 'ok', 'ok']);
       return;
@@ -207,7 +195,7 @@ describe('mdb-runtime indexes (in process)', () => {
     // The next run plans them as unsupported (the verdicts are kept in the upstream) and builds nothing.
     const plan = await run({ config: dir }, [app]);
     expect(plan.code).toBe(0);
-    expect(table(plan.lines).map((r) => r.slice(0, 4))).toEqual([
+    expect(planTable(plan.lines).map((r) => r.slice(0, 4))).toEqual([
       ['limited', 'sessions', 'last_seen_1', 'unsupported'],
       ['limited', 'sessions', 'open_due', 'unsupported'],
       ['limited', 'sessions', 'user_1', 'ok'],
@@ -218,7 +206,7 @@ describe('mdb-runtime indexes (in process)', () => {
     expect(again.lines).toContain('nothing to do');
     // A changed spec is another index: planned for a build again.
     const changed = appWith('limited', { sessions: [idx('last_seen_1', [['last_seen', 1]], { expireAfterSeconds: 60 }), idx('user_1', [['user', 1]])] });
-    expect(table((await run({ config: dir }, [changed])).lines).map((r) => r.slice(0, 4))).toEqual([
+    expect(planTable((await run({ config: dir }, [changed])).lines).map((r) => r.slice(0, 4))).toEqual([
       ['limited', 'sessions', 'last_seen_1', 'create'],
       ['limited', 'sessions', 'user_1', 'ok'],
     ]);
@@ -240,16 +228,16 @@ describe('mdb-runtime indexes (in process)', () => {
     expect(one.code, one.lines.join('\n')).toBe(0);
     expect(warning(one.lines)).toHaveLength(1);
     expect(warning(one.lines)[0]).toMatch(/^warning: manifest not loaded, its indexes are not planned: .*apps\/broken\.yaml:5:\d+: managed_indexes\.t\[0\]\.nmae: unknown key/);
-    expect(table(one.lines).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'create']]);
+    expect(planTable(one.lines).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'create']]);
 
     const applied = await runFiles({ app: 'good', apply: true });
     expect(applied.code, applied.lines.join('\n')).toBe(0);
-    expect(table(applied.lines, applied.lines.indexOf('result:')).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'ok']]);
+    expect(planTable(applied.lines, applied.lines.indexOf('result:')).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'ok']]);
 
     const all = await runFiles({});
     expect(all.code).toBe(1);
     expect(warning(all.lines)).toEqual(warning(one.lines));
-    expect(table(all.lines).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'ok']]);
+    expect(planTable(all.lines).map((r) => r.slice(0, 4))).toEqual([['good', 't', 'a', 'ok']]);
     expect(all.lines.find((l) => l.startsWith('1 manifest not loaded'))).toMatch(/^1 manifest not loaded \(see the warnings above\): .*apps\/broken\.yaml$/);
 
     // Asking for the broken app itself is an error naming its file and what is wrong.

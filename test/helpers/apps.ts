@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SignJWT, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, type CryptoKey, type JWK, type JWTPayload } from 'jose';
-import { loadManifests, type AppManifest } from '../../src/apps/manifests.js';
+import { loadManifests, manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
+import type { AppLimits, DataAccess } from '../../src/apps/manifest-types.js';
 import { AppRegistry } from '../../src/apps/registry.js';
 
 /** A 64-byte secret (long enough for HS256, HS384 and HS512). */
@@ -62,4 +63,23 @@ export function sign(claims: JWTPayload, alg: string, key: string | CryptoKey | 
 /** Seconds since the epoch for `ms` (default now). */
 export function seconds(ms = Date.now()): number {
   return Math.floor(ms / 1000);
+}
+
+/** A manifest of app `shop` with defaults everywhere but the given limits and data access (unit tests, no files). */
+export function shopManifest(options: { limits?: AppLimits; dataAccess?: Partial<DataAccess> } = {}): AppManifest {
+  const defaults = manifestDefaults();
+  return {
+    ...defaults,
+    slug: 'shop',
+    name: 'Shop',
+    authRequired: false,
+    exposeTag: false,
+    file: '/cfg/apps/shop.yaml',
+    jwt: undefined,
+    rbac: undefined,
+    unavailable: undefined,
+    warnings: [],
+    limits: options.limits ?? {},
+    dataAccess: { ...defaults.dataAccess, ...options.dataAccess },
+  };
 }

@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { deserialize } from 'bson';
@@ -163,4 +164,17 @@ export class ConnectionHoldingRelay {
       }
     });
   }
+}
+
+/** The plan table's rows (APP, COLLECTION, INDEX, ACTION, DETAIL) after the first header from `from`. */
+export function planTable(lines: string[], from = 0): string[][] {
+  const start = lines.findIndex((l, i) => i >= from && l.startsWith('APP '));
+  expect(start, lines.join('\n')).toBeGreaterThanOrEqual(0);
+  const rows: string[][] = [];
+  for (const line of lines.slice(start + 1)) {
+    const cells = line.split(/ {2,}/);
+    if (cells.length < 4) break;
+    rows.push(cells);
+  }
+  return rows;
 }

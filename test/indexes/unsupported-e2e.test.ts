@@ -4,7 +4,7 @@ import { runIndexes } from '../../src/cli/indexes.js';
 import type { AppStatusEntry, AppsDocument } from '../../src/observability/apps-view.js';
 import { parsePrometheus, select } from '../observability/prom-text.js';
 import { runtimeYamlWithDatabase, startTestProxy, uniqueDb, type TestProxy } from '../helpers/proxy.js';
-import { waitFor } from './helpers.js';
+import { planTable, waitFor } from './helpers.js';
 
 /**
  * End to end, on the real upstream through the real proxy: a manifest with a TTL index, a partial index
@@ -81,18 +81,6 @@ async function cli(options: { app?: string; apply?: boolean }): Promise<{ code: 
   return { code, lines };
 }
 
-/** The plan table's rows (APP, COLLECTION, INDEX, ACTION, DETAIL) after the first header from `from`. */
-function table(lines: string[], from = 0): string[][] {
-  const start = lines.findIndex((l, i) => i >= from && l.startsWith('APP '));
-  expect(start, lines.join('\n')).toBeGreaterThanOrEqual(0);
-  const rows: string[][] = [];
-  for (const line of lines.slice(start + 1)) {
-    const cells = line.split(/ {2,}/);
-    if (cells.length < 4) break;
-    rows.push(cells);
-  }
-  return rows;
-}
 
 describe('an index the upstream cannot build, through the proxy', () => {
   it('is unsupported in /apps, /metrics and mdb-runtime indexes; later passes say nothing of it; --apply exits 0; duplicates stay an error', async () => {
@@ -131,7 +119,7 @@ describe('an index the upstream cannot build, through the proxy', () => {
     const plan = await cli({ app: 'limited' });
     expect(plan.code, plan.lines.join('\n')).toBe(0);
     const fromApps = limited.indexes.map((i) => ['limited', i.collection, i.index, i.action, ...(i.detail !== undefined ? [i.detail] : [])]);
-    expect(table(plan.lines)).toEqual(fromApps);
+    expect(planTable(plan.lines)).toEqual(fromApps);
 
     // The next two passes neither build nor log the unsupported ones; the duplicate is tried (and logged) again.
     const from = proxy.logs.length;
@@ -158,11 +146,11 @@ describe('an index the upstream cannot build, through the proxy', () => {
         'the upstream cannot build 2 indexes, left out (not an error): limited sessions.last_seen_1 (NotImplemented 238), limited sessions.open_due (NotImplemented 238)',
       );
     }
-    expect(table(applied.lines, applied.lines.indexOf('result:'))).toEqual(fromApps);
+    expect(planTable(applied.lines, applied.lines.indexOf('result:'))).toEqual(fromApps);
     // Without --app the duplicate's failed build is what makes the status 1, not the unsupported indexes.
     const all = await cli({ apply: true });
     expect(all.code).toBe(1);
-    const result = table(all.lines, all.lines.indexOf('result:'));
+    const result = planTable(all.lines, all.lines.indexOf('result:'));
     expect(result.map((r) => r.slice(0, 4))).toEqual([['dups', 'people', 'email_1', 'error'], ...expected.map(([i, a]) => ['limited', 'sessions', i, a])]);
     expect(all.lines.find((l) => l.includes('building index email_1') && l.includes('FAILED'))).toMatch(/same values for this unique index/);
   });

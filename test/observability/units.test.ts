@@ -5,7 +5,8 @@ import { createLogger, chooseLogFormat } from '../../src/observability/logger.js
 import { AppMeter, HistogramCell, Outcome, ProxyMetrics, RecentLatency, UNKNOWN_COMMAND } from '../../src/observability/metrics.js';
 import { UpstreamProbe } from '../../src/observability/health.js';
 import { tokenFailureReason } from '../../src/session/authentication.js';
-import { collectionOf, documentsReturned, replyOutcome } from '../../src/session/reply-facts.js';
+import { collectionOf } from '../../src/session/steps/observe.js';
+import { ReplyView } from '../../src/wire/reply-status.js';
 import { TokenError, verifyAppToken } from '../../src/apps/tokens.js';
 import type { AppRegistry } from '../../src/apps/registry.js';
 import { COMMANDS } from '../../src/policy/commands.js';
@@ -235,8 +236,10 @@ describe('the upstream probe', () => {
   });
 });
 
-describe('reply facts read from bytes', () => {
+describe('reply facts read from bytes (one ReplyView)', () => {
   const bytes = (doc: Document) => Buffer.from(serialize(doc));
+  const replyOutcome = (b: Buffer) => (new ReplyView(b).failed ? Outcome.ERROR : Outcome.OK);
+  const documentsReturned = (b: Buffer) => new ReplyView(b).documents;
 
   it('tells ok replies from errors and write errors', () => {
     expect(replyOutcome(bytes({ ok: 1 }))).toBe(Outcome.OK);

@@ -21,8 +21,15 @@ import { makeScope, type Doc } from '../../src/policy/scope.js';
 const scope = makeScope('app1', 'mdb_runtime', 'app_id');
 const PREFIX = { name: new BSONRegExp('^app1_') };
 
-/** A command as the proxy decodes it from the wire. */
-const wire = (doc: Document): Doc => decodeDocument(Buffer.from(serialize(doc)));
+/**
+ * A command as the proxy decodes it from the wire. Keys spelled `Xbsontype` go out as `_bsontype`
+ * (js-bson refuses to encode that key, but any byte may come on the wire).
+ */
+const wire = (doc: Document): Doc => {
+  const bytes = Buffer.from(serialize(doc));
+  for (let at = bytes.indexOf('Xbsontype'); at >= 0; at = bytes.indexOf('Xbsontype', at)) bytes.write('_bsontype', at);
+  return decodeDocument(bytes);
+};
 
 function rw(body: Document): RewrittenCommand {
   const cmd = wire({ ...body, $db: body.$db ?? 'mine' });
@@ -191,6 +198,13 @@ describe('the filter, evaluated by the proxy over the app\'s own entries', () =>
 
   it('$not of an operator keeps entries where the field is missing', () => {
     expect(names({ 'options.size': { $not: { $gt: 100 } } })).toEqual(['notes', 'archive_2024', 'open_tasks', 'Tags']);
+  });
+
+  it('a document with a `_bsontype` key is a document, never the number it imitates', () => {
+    // tasks has options.size 4096: only the number matches, not a document shaped like a bson Int32.
+    expect(names({ 'options.size': 4096 })).toEqual(['tasks']);
+    expect(names({ 'options.size': { Xbsontype: 'Int32', value: 4096 } })).toEqual([]);
+    expect(names({ 'options.size': { $gt: { Xbsontype: 'Int32', value: 1 } } })).toEqual([]);
   });
 
   it('null matches a missing field; $exists: false likewise', () => {

@@ -1,7 +1,6 @@
 import { Double } from 'bson';
 import { describe, expect, it } from 'vitest';
-import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
-import type { AppLimits, DataAccess } from '../../src/apps/manifest-types.js';
+import { shopManifest } from '../helpers/apps.js';
 import {
   checkDataAccess,
   documentTooLarge,
@@ -16,23 +15,7 @@ import type { ReplyPlan } from '../../src/policy/handler.js';
 
 /** The manifest's limits and data_access as the session applies them, without sockets. */
 
-function app(options: { limits?: AppLimits; dataAccess?: Partial<DataAccess> } = {}): AppManifest {
-  const defaults = manifestDefaults();
-  return {
-    ...defaults,
-    slug: 'shop',
-    name: 'Shop',
-    authRequired: false,
-    exposeTag: false,
-    file: '/cfg/apps/shop.yaml',
-    jwt: undefined,
-    rbac: undefined,
-    unavailable: undefined,
-    warnings: [],
-    limits: options.limits ?? {},
-    dataAccess: { ...defaults.dataAccess, ...options.dataAccess },
-  };
-}
+const app = shopManifest;
 
 function refusal(fn: () => unknown): CommandError {
   try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Binary, Double, Long, deserialize, serialize, type Document } from 'bson';
-import { manifestDefaults, type AppManifest } from '../../src/apps/manifests.js';
-import type { AppLimits, DataAccess } from '../../src/apps/manifest-types.js';
+import type { AppManifest } from '../../src/apps/manifests.js';
+import { shopManifest } from '../helpers/apps.js';
 import { AppRegistry } from '../../src/apps/registry.js';
 import { commandError } from '../../src/policy/errors.js';
 import { resolveRoles } from '../../src/policy/rbac.js';
@@ -29,23 +29,7 @@ import { policy } from '../../src/session/steps/policy.js';
  * recorded), the real policy layer, real cursor registry, router and pins.
  */
 
-function manifest(options: { limits?: AppLimits; dataAccess?: Partial<DataAccess> } = {}): AppManifest {
-  const defaults = manifestDefaults();
-  return {
-    ...defaults,
-    slug: 'shop',
-    name: 'Shop',
-    authRequired: false,
-    exposeTag: false,
-    file: '/cfg/apps/shop.yaml',
-    jwt: undefined,
-    rbac: undefined,
-    unavailable: undefined,
-    warnings: [],
-    limits: options.limits ?? {},
-    dataAccess: { ...defaults.dataAccess, ...options.dataAccess },
-  };
-}
+const manifest = shopManifest;
 
 const silent = {
   isLevelEnabled: () => false,

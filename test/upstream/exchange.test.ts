@@ -81,7 +81,8 @@ describe('Exchange', () => {
   it("refuses with the share's error when the app's slots stay taken", async () => {
     const { pools } = fakePool({});
     const usage = new AppEntry('shop');
-    expect(usage.takeUpstreamSlot(1, 50, new AbortController().signal, () => new Error('x'), () => new Error('y'))).toBe(true);
+    expect(usage.tryTakeUpstreamSlot(1)).toBe(true);
+    expect(usage.tryTakeUpstreamSlot(1)).toBe(false);
     await expect(new Exchange(pools, client(), false).send('a:1', msg, false, 1000, share(usage), { upstreamMS: -1 })).rejects.toThrow('over share');
     expect(usage.upstreamWaitTimeouts).toBe(1);
   });

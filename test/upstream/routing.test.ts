@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Binary, serialize, type Document } from 'bson';
 import { TransactionPins } from '../../src/upstream/pins.js';
 import { Router, type RoutedCommand } from '../../src/upstream/routing.js';
-import { ReplyView } from '../../src/upstream/reply-view.js';
+import { ReplyView } from '../../src/wire/reply-status.js';
 import { CursorRegistry, type CursorTarget } from '../../src/upstream/cursors.js';
 import { trackCursor, planKill, endSessionCursors, type CursorReply } from '../../src/upstream/cursor-ops.js';
 import { Long } from 'bson';

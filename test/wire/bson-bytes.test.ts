@@ -18,9 +18,7 @@ import {
   type Document,
 } from 'bson';
 import { BsonType, checkDocumentBounds, checkNestingDepth, findElement, firstKey, forEachElement, type BsonElement } from '../../src/wire/bson-bytes.js';
-import { replyFailed } from '../../src/wire/reply-status.js';
-import { replyOutcome } from '../../src/session/reply-facts.js';
-import { Outcome } from '../../src/observability/metrics.js';
+import { ReplyView, replyFailed } from '../../src/wire/reply-status.js';
 import { WireError } from '../../src/wire/errors.js';
 
 /** One element's bytes: type, NUL-terminated name, value. */
@@ -309,7 +307,7 @@ describe('checkDocumentBounds', () => {
 });
 
 /** The walks written without closures (hot path) agree with forEachElement on any bytes. */
-describe('closure-free walks (findElement, checkNestingDepth, replyFailed, replyOutcome)', () => {
+describe('closure-free walks (findElement, checkNestingDepth, replyFailed, ReplyView)', () => {
   /** findElement as forEachElement finds it: the reference. */
   function referenceFind(buf: Buffer, name: string): BsonElement | undefined {
     let found: BsonElement | undefined;
@@ -367,7 +365,7 @@ describe('closure-free walks (findElement, checkNestingDepth, replyFailed, reply
     }
   });
 
-  it('replyFailed and replyOutcome read ok / writeErrors / writeConcernError, and throw only InvalidBSON (property)', () => {
+  it('replyFailed and a ReplyView read ok / writeErrors / writeConcernError, and throw only InvalidBSON (property)', () => {
     const cases: [Document, boolean][] = [
       [{ ok: 1 }, false],
       [{ ok: 1.0, n: 1 }, false],
@@ -382,7 +380,7 @@ describe('closure-free walks (findElement, checkNestingDepth, replyFailed, reply
     for (const [doc, error] of cases) {
       const buf = Buffer.from(serialize(doc));
       expect(replyFailed(buf)).toBe(error);
-      expect(replyOutcome(buf)).toBe(error ? Outcome.ERROR : Outcome.OK);
+      expect(new ReplyView(buf).failed).toBe(error);
     }
     const base = Buffer.from(serialize({ cursor: { id: 0, ns: 'a.b', firstBatch: [{ a: 1 }] }, writeErrors: [], ok: 1 }));
     fc.assert(
@@ -394,7 +392,7 @@ describe('closure-free walks (findElement, checkNestingDepth, replyFailed, reply
           for (const [at, v] of bytes) buf[at] = v;
           if (cut !== null) buf = buf.subarray(0, cut);
           onlyInvalidBson(() => replyFailed(buf));
-          onlyInvalidBson(() => replyOutcome(buf));
+          onlyInvalidBson(() => new ReplyView(buf).documents);
         },
       ),
       { numRuns: 2000 },

@@ -1,10 +1,12 @@
-import { Long, type Document } from 'bson';
+import type { Document } from 'bson';
+import { numberOf } from '../../policy/bson-order.js';
 import { MsgFlag } from '../../wire/constants.js';
 import { encodeOpMsg, parseOpMsg } from '../../wire/opmsg.js';
 import { encodeDocument } from '../../policy/decode.js';
 import { commandError } from '../../policy/errors.js';
 import type { CursorView } from '../../policy/handler.js';
-import { ReplyView, cursorId, endSessionCursors } from '../../upstream/index.js';
+import { cursorId, endSessionCursors } from '../../upstream/index.js';
+import { ReplyView } from '../../wire/reply-status.js';
 import { fairUpstreamShare } from '../context.js';
 import { Rejected, clientErrorOf } from '../rejection.js';
 import { AppShare, type Request } from '../request.js';
@@ -14,7 +16,7 @@ import type { StepContext, StepResult } from './step.js';
 /**
  * Route and round trip: the app's upstream share is fixed, the command goes to the server holding its
  * cursor (only if the app owns it), to its transaction's pinned server, or to the writable one; the
- * re-encoded command is sent and its reply walked once into a view (src/upstream/reply-view.ts).
+ * re-encoded command is sent and its reply walked once into a view (src/wire/reply-status.ts).
  */
 export async function forward(req: Request, s: StepContext): Promise<StepResult> {
   const { ctx } = s;
@@ -75,7 +77,7 @@ export async function forward(req: Request, s: StepContext): Promise<StepResult>
  */
 function capAwaitTime(req: Request, s: StepContext, body: Document): void {
   const cap = s.ctx.limits.maxAwaitTimeMS;
-  const asked = numeric(body.maxTimeMS);
+  const asked = numberOf(body.maxTimeMS);
   if (asked === undefined || asked <= cap) return;
   body.maxTimeMS = cap;
   req.share!.usage.awaitCapped++;
@@ -83,17 +85,6 @@ function capAwaitTime(req: Request, s: StepContext, body: Document): void {
 
 /** How long a request may wait for its reply: the runtime's bound, or the command's own maxTimeMS and a second. */
 function requestTimeout(bound: number, maxTimeMS: unknown): number {
-  const asked = numeric(maxTimeMS);
+  const asked = numberOf(maxTimeMS);
   return asked !== undefined && asked + 1000 > bound ? asked + 1000 : bound;
-}
-
-/** A BSON number as decoded without promotion (Int32, Long, Double or a JS number), or undefined. */
-function numeric(v: unknown): number | undefined {
-  if (typeof v === 'number') return v;
-  if (v instanceof Long) return v.toNumber();
-  if (v !== null && typeof v === 'object' && 'valueOf' in v) {
-    const n = (v as { valueOf(): unknown }).valueOf();
-    return typeof n === 'number' ? n : undefined;
-  }
-  return undefined;
 }

@@ -4,7 +4,7 @@ import { MsgFlag } from '../../wire/constants.js';
 import { encodeOpMsg, parseOpMsg, readdressOpMsg } from '../../wire/opmsg.js';
 import { encodeDocument } from '../../policy/decode.js';
 import type { LocalHandler } from '../../policy/commands.js';
-import { ReplyView } from '../../upstream/index.js';
+import { ReplyView } from '../../wire/reply-status.js';
 import { Outcome } from '../../observability/metrics.js';
 import { MAX_POLICY_WIRE_VERSION, runLocalCommand, type LocalCommandContext } from '../local-commands.js';
 import { clientErrorOf } from '../rejection.js';

@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
+import type { Document } from 'bson';
 import type { Logger } from '../../observability/logger.js';
 import { OUTCOME_LABELS, Outcome, type AppMeter } from '../../observability/metrics.js';
-import { collectionOf } from '../reply-facts.js';
+import { isDoc } from '../../policy/scope.js';
 import type { Request } from '../request.js';
 
 /** What observing a request needs: the connection's logger, and which outputs are on. */
@@ -70,4 +71,21 @@ export function observe(req: Request, o: Observer, meter: AppMeter, received: nu
 
 function round3(ms: number): number {
   return Math.round(ms * 1000) / 1000;
+}
+
+/** The collection a command names, as the app named it (the first field's value; getMore's `collection`). */
+export function collectionOf(cmd: Document | undefined): string | undefined {
+  if (!cmd) return undefined;
+  let first: string | undefined;
+  for (const key in cmd) {
+    first = key;
+    break;
+  }
+  if (first === undefined) return undefined;
+  const value: unknown = cmd[first];
+  if (typeof value === 'string') return value;
+  if (typeof cmd.collection === 'string') return cmd.collection;
+  // explain: the explained command's collection.
+  if (first === 'explain' && isDoc(value)) return collectionOf(value);
+  return undefined;
 }

@@ -56,7 +56,7 @@ export function reply(req: Request, s: StepContext): StepResult {
     return 'done';
   }
   const raw = req.upstreamReply!;
-  const body = rewriteReply(scope, plan, view.body, view.failed);
+  const body = rewriteReply(scope, plan, view.body, view);
   s.send(req, body === view.body ? readdressOpMsg(raw, s.nextReplyId(), req.id) : encodeOpMsg(s.nextReplyId(), req.id, 0, body));
   return 'done';
 }
