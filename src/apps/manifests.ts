@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError, YamlFile, type KeyPath, type Locator } from '../config/source.js';
+import { ConfigError, YamlFile, isMapping, type KeyPath, type Locator } from '../config/source.js';
 import { parseAuthSection, type JwtConfig } from './manifest-auth.js';
 import { INDEX_OPTION_NAMES } from './manifest-schema.js';
 import { manifestVersion, migrateAncestor } from './migrations.js';
@@ -454,8 +454,4 @@ function suggestSlug(file: string): string {
   const base = path.basename(file, path.extname(file)).toLowerCase().replace(/[^a-z0-9_]/g, '_');
   const slug = /^[a-z]/.test(base) ? base : `app_${base}`;
   return slug.slice(0, 32);
-}
-
-function isMapping(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
 }

@@ -1,4 +1,4 @@
-import { describeValue, keyPathName, type KeyPath, type Locator, type YamlFile } from '../config/source.js';
+import { describeValue, isMapping, keyPathName, type KeyPath, type Locator, type YamlFile } from '../config/source.js';
 import { INDEX_OPTION_NAMES } from './manifest-schema.js';
 import { inFileOrder } from '../config/schema.js';
 import { MANIFEST_SCHEMA_VERSION } from './manifest-types.js';
@@ -435,10 +435,6 @@ class AncestorMigration {
       this.warn(['status'], `'${status}' is not used by mdb-runtime: the app is served; remove its manifest to retire it`, 'value');
     }
   }
-}
-
-function isMapping(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
 }
 
 /** What happens to each key of an mdb-engine manifest (docs/manifest-reference.md shows this table). */

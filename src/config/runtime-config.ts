@@ -3,7 +3,7 @@ import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { runtimeSchemaProblems } from './runtime-schema.js';
 import { CONFIG_DIR_SETTING, HOST_PORT_EXPECTED, LOG_LEVELS, SETTINGS, expectation, type ConfigOverrides, type SettingSpec } from './settings.js';
-import { ConfigError, YamlFile, closest, describeValue } from './source.js';
+import { ConfigError, YamlFile, closest, describeValue, isMapping } from './source.js';
 
 export { ConfigError } from './source.js';
 // The settings table is part of this module's interface (serve's flags, validate, the docs read it here).
@@ -88,7 +88,7 @@ export function loadRuntimeConfig(overrides: ConfigOverrides = {}, env: NodeJS.P
   if (file) {
     yaml = YamlFile.parse(file, fs.readFileSync(file, 'utf8'));
     const value = yaml.value ?? {};
-    if (!isObject(value)) {
+    if (!isMapping(value)) {
       throw new ConfigError(
         `${yaml.at([])}: expected a mapping of settings (e.g. "listen: 127.0.0.1:27100"), found ${describeValue(value)}`,
       );
@@ -221,7 +221,7 @@ function checkKeys(map: Record<string, unknown>, prefix: string[], yaml: YamlFil
     const full = keyPath.join('.');
     if (SECTIONS.has(full)) {
       if (value === null || value === undefined) continue;
-      if (!isObject(value)) {
+      if (!isMapping(value)) {
         throw new ConfigError(`${yaml.at(keyPath)}: ${full}: expected a mapping of settings, found ${describeValue(value)}`);
       }
       checkKeys(value, keyPath, yaml);
@@ -331,14 +331,10 @@ export function redactUri(uri: string): string {
     .replace(/(AWS_SESSION_TOKEN(?::|%3A))[^,&]*/gi, '$1***');
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
-}
-
 function getIn(obj: Record<string, unknown>, keyPath: string[]): unknown {
   let cur: unknown = obj;
   for (const k of keyPath) {
-    if (!isObject(cur)) return undefined;
+    if (!isMapping(cur)) return undefined;
     cur = cur[k];
   }
   return cur;

@@ -145,6 +145,11 @@ function rangeStart(node: unknown): number | undefined {
 }
 
 /** A found value for an error message: `"abc" (a string)`, `-3`, `a list`, `nothing`. */
+/** A YAML (or JSON) mapping as parsed: not a list, not a date. */
+export function isMapping(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
 export function describeValue(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'an empty value';
